@@ -83,7 +83,7 @@ impl Catalog {
     /// Order rules and refuse ties that could match the same request. Returns the two rule ids of
     /// the first ambiguous pair.
     pub fn new(tools: Vec<Tool>, mut rules: Vec<Rule>) -> Result<Catalog, (String, String)> {
-        rules.sort_by(|a, b| b.precedence().cmp(&a.precedence()));
+        rules.sort_by_key(|r| std::cmp::Reverse(r.precedence()));
         for (i, a) in rules.iter().enumerate() {
             for b in rules.iter().skip(i + 1) {
                 if a.precedence() != b.precedence() {

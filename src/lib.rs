@@ -18,6 +18,8 @@ pub mod config;
 pub mod keys;
 pub mod outcome;
 pub mod path;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod token;
 
 pub use audit::{AuditRecord, Responder};

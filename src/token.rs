@@ -196,7 +196,7 @@ pub fn verify(
 
     // from here on the claims are the issuer's
     let typ = header.typ.as_deref().map(normalise_typ).unwrap_or_default();
-    if !issuer.token_types.iter().any(|t| *t == typ) {
+    if !issuer.token_types.contains(&typ) {
         return Err(Reason::TypInvalid);
     }
     let claims = check_claims(raw, issuer, audience, now)?;
