@@ -1,8 +1,9 @@
 //! Audit output (token-profile.md §10): the headers the upstream sees and the one JSON record per
 //! request. Neither ever contains the token; both carry a SHA-256 of it.
 
-use crate::{hex, Outcome, RequestFacts};
+use crate::{hex, Outcome, Protocol, RequestFacts};
 use serde::Serialize;
+use serde_json::Value;
 
 /// The suffixes of every audit header; the configured prefix goes in front. Inbound headers with the
 /// prefix are removed before these are set, so an agent cannot spoof any of them.
@@ -38,10 +39,7 @@ pub fn upstream_headers(prefix: &str, outcome: &Outcome, audit_id: &str) -> Vec<
         let claims = &token.claims;
         push("subject", &claims.sub);
         push("client-id", claims.client_id.as_deref().unwrap_or(""));
-        push(
-            "actor",
-            claims.act_chain.first().map(String::as_str).unwrap_or(""),
-        );
+        push("actor", claims.act_chain.first().map(String::as_str).unwrap_or(""));
         push("txn", claims.txn.as_deref().unwrap_or(""));
     }
     if let Some(intent) = &outcome.intent {
@@ -106,8 +104,27 @@ pub struct AuditRecord {
     pub path: String,
     #[serde(rename = "server.address")]
     pub host: String,
+    #[serde(rename = "server.port", skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     #[serde(rename = "gen_ai.tool.name")]
     pub tool: Option<String>,
+    #[serde(rename = "mcp.method.name", skip_serializing_if = "Option::is_none")]
+    pub mcp_method: Option<String>,
+    /// A2A calls: the method as sent.
+    #[serde(rename = "rpc.method", skip_serializing_if = "Option::is_none")]
+    pub rpc_method: Option<String>,
+    #[serde(rename = "jsonrpc.request.id", skip_serializing_if = "Option::is_none")]
+    pub rpc_id: Option<String>,
+    #[serde(rename = "mcp.protocol.version", skip_serializing_if = "Option::is_none")]
+    pub mcp_protocol_version: Option<String>,
+    /// The argument constraint that decided, and how (`passed`, `failed`, `argument_missing`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint_outcome: Option<&'static str>,
+    /// For filtered MCP `tools/list` responses: how many tools the agent did not get to see.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools_list_removed: Option<usize>,
     pub action: Option<String>,
     pub risk: Option<&'static str>,
     pub iss: Option<String>,
@@ -128,13 +145,9 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     /// The record as far as the decision knows it; the adapter completes it when the request ends.
-    pub fn new(
-        outcome: &Outcome,
-        facts: &RequestFacts<'_>,
-        audit_id: &str,
-        time_unix_ms: u64,
-    ) -> AuditRecord {
+    pub fn new(outcome: &Outcome, facts: &RequestFacts<'_>, audit_id: &str, time_unix_ms: u64) -> AuditRecord {
         let claims = outcome.token.as_ref().map(|t| &t.claims);
+        let rpc = outcome.rpc.as_ref();
         AuditRecord {
             audit_id: audit_id.to_string(),
             time_unix_ms,
@@ -148,8 +161,24 @@ impl AuditRecord {
                 .normalised_path
                 .clone()
                 .unwrap_or_else(|| facts.path.split('?').next().unwrap_or("").to_string()),
-            host: facts.authority.to_string(),
-            tool: outcome.intent.as_ref().map(|i| i.tool.clone()),
+            host: crate::catalog::host_of(facts.authority),
+            port: facts.authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok()),
+            tool: outcome
+                .intent
+                .as_ref()
+                .map(|i| i.tool.clone())
+                .or_else(|| outcome.rpc.as_ref().and_then(|r| r.name.clone())),
+            mcp_method: rpc.filter(|r| r.protocol == Some(Protocol::Mcp)).and_then(|r| r.method.clone()),
+            rpc_method: rpc.filter(|r| r.protocol == Some(Protocol::A2a)).and_then(|r| r.method.clone()),
+            rpc_id: rpc.and_then(|r| match &r.id {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            }),
+            mcp_protocol_version: rpc.and_then(|r| r.protocol_version.clone()),
+            constraint: outcome.constraint.as_ref().and_then(|c| c.constraint().map(str::to_string)),
+            constraint_outcome: outcome.constraint.as_ref().map(|c| c.outcome()),
+            tools_list_removed: None,
             action: outcome.intent.as_ref().map(|i| i.action.clone()),
             risk: outcome.intent.as_ref().map(|i| i.risk.name()),
             iss: claims.map(|c| c.iss.clone()),
@@ -160,9 +189,7 @@ impl AuditRecord {
             txn: claims.and_then(|c| c.txn.clone()),
             jti: claims.map(|c| c.jti.clone()),
             token_sha256: outcome.token_sha256.as_ref().map(hex),
-            token_cache: outcome
-                .token_cache
-                .map(|hit| if hit { "hit" } else { "miss" }),
+            token_cache: outcome.token_cache.map(|hit| if hit { "hit" } else { "miss" }),
             status: None,
             responder: Responder::None,
             duration_ms: None,
@@ -177,7 +204,6 @@ impl AuditRecord {
 
     /// One line of JSON.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self)
-            .unwrap_or_else(|_| String::from("{\"error\":\"audit_serialisation_failed\"}"))
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"error\":\"audit_serialisation_failed\"}"))
     }
 }

@@ -18,11 +18,7 @@ pub struct TokenCache {
 impl TokenCache {
     /// `max_entries == 0` disables caching.
     pub fn new(max_entries: usize) -> TokenCache {
-        TokenCache {
-            max_entries,
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-        }
+        TokenCache { max_entries, entries: HashMap::new(), order: VecDeque::new() }
     }
 
     pub fn len(&self) -> usize {

@@ -1,16 +1,38 @@
 //! The tool catalog: which tool, action and risk class a request is (token-profile.md §4–5).
 //! Rules are compiled and ordered once at load; classification is a first-match scan.
 
+use crate::constraints::Constraint;
 use crate::Risk;
 
 /// One tool of the catalog. The risk class comes from here, never from the agent or a server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tool {
     pub name: String,
+    /// The action of plain HTTP tools; JSON-RPC tools take theirs from the method.
     pub action: String,
     pub risk: Risk,
     /// Any of these `scope` values grants the tool.
     pub scopes: Vec<String>,
+    /// What `authorization_details.identifier` must equal: the tool name, the MCP tool name, or the
+    /// A2A agent.
+    pub identifier: String,
+    pub kind: ToolKind,
+    pub constraints: Vec<Constraint>,
+}
+
+/// How requests reach the tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolKind {
+    /// Plain HTTP, classified by `match` rules.
+    Http,
+    /// An MCP tool (`tools/call` with `params.name`).
+    McpTool(String),
+    /// MCP resources by exact URI or URI prefix (`resources/read`).
+    McpResource { uri: String, prefix: bool },
+    /// An MCP prompt (`prompts/get`).
+    McpPrompt(String),
+    /// Methods of an A2A agent (1.0 names).
+    A2a { agent: String, methods: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +94,7 @@ pub struct Target<'a> {
     pub headers: &'a [(String, String)],
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Catalog {
     pub tools: Vec<Tool>,
     /// In match order (see `Rule::precedence`).
@@ -97,13 +119,39 @@ impl Catalog {
         Ok(Catalog { tools, rules })
     }
 
+    pub fn mcp_tool(&self, name: &str) -> Option<&Tool> {
+        self.tools.iter().find(|t| matches!(&t.kind, ToolKind::McpTool(n) if n == name))
+    }
+
+    pub fn mcp_prompt(&self, name: &str) -> Option<&Tool> {
+        self.tools.iter().find(|t| matches!(&t.kind, ToolKind::McpPrompt(n) if n == name))
+    }
+
+    /// An exact URI entry first, else the longest matching prefix.
+    pub fn mcp_resource(&self, requested: &str) -> Option<&Tool> {
+        self.tools
+            .iter()
+            .filter_map(|t| match &t.kind {
+                ToolKind::McpResource { uri, prefix: false } if uri == requested => Some((usize::MAX, t)),
+                ToolKind::McpResource { uri, prefix: true } if requested.starts_with(uri.as_str()) => {
+                    Some((uri.len(), t))
+                }
+                _ => None,
+            })
+            .max_by_key(|(rank, _)| *rank)
+            .map(|(_, t)| t)
+    }
+
+    pub fn a2a(&self, agent: &str, method: &str) -> Option<&Tool> {
+        self.tools.iter().find(|t| {
+            matches!(&t.kind, ToolKind::A2a { agent: a, methods } if a == agent && methods.iter().any(|m| m == method))
+        })
+    }
+
     /// The first rule that matches, with its tool.
     pub fn classify(&self, target: &Target<'_>) -> Option<(&Tool, &Rule)> {
         let segments: Vec<&str> = target.path.split('/').skip(1).collect();
-        self.rules
-            .iter()
-            .find(|r| r.matches(target, &segments))
-            .and_then(|r| self.tools.get(r.tool).map(|t| (t, r)))
+        self.rules.iter().find(|r| r.matches(target, &segments)).and_then(|r| self.tools.get(r.tool).map(|t| (t, r)))
     }
 }
 
@@ -114,24 +162,12 @@ impl Rule {
     fn precedence(&self) -> Precedence {
         let (kind, literal, segments) = match &self.path {
             PathMatcher::Exact(p) => (3, p.len(), 0),
-            PathMatcher::Template(segs) => (
-                2,
-                segs.iter()
-                    .filter(|s| matches!(s, TemplateSegment::Literal(_)))
-                    .count(),
-                segs.len(),
-            ),
+            PathMatcher::Template(segs) => {
+                (2, segs.iter().filter(|s| matches!(s, TemplateSegment::Literal(_))).count(), segs.len())
+            }
             PathMatcher::Prefix(p) => (1, p.len(), 0),
         };
-        (
-            self.priority,
-            kind,
-            literal,
-            segments,
-            !self.methods.is_empty(),
-            !self.hosts.is_empty(),
-            self.headers.len(),
-        )
+        (self.priority, kind, literal, segments, !self.methods.is_empty(), !self.hosts.is_empty(), self.headers.len())
     }
 
     fn matches(&self, t: &Target<'_>, segments: &[&str]) -> bool {
@@ -148,10 +184,7 @@ impl Rule {
             || self.methods.iter().any(|m| other.methods.contains(m));
         let hosts = self.hosts.is_empty()
             || other.hosts.is_empty()
-            || self
-                .hosts
-                .iter()
-                .any(|a| other.hosts.iter().any(|b| a.may_overlap(b)));
+            || self.hosts.iter().any(|a| other.hosts.iter().any(|b| a.may_overlap(b)));
         let headers = !self.headers.iter().any(|a| {
             other.headers.iter().any(|b| {
                 a.name == b.name
@@ -164,6 +197,11 @@ impl Rule {
 }
 
 impl PathMatcher {
+    /// `segments` is `path` split at `/` without the leading empty segment.
+    pub fn matches_path(&self, path: &str, segments: &[&str]) -> bool {
+        self.matches(path, segments)
+    }
+
     fn matches(&self, path: &str, segments: &[&str]) -> bool {
         match self {
             PathMatcher::Exact(p) => p == path,
@@ -213,9 +251,7 @@ impl HostMatcher {
             (HostMatcher::Exact(a), HostMatcher::Exact(b)) => a == b,
             (HostMatcher::Exact(h), s @ HostMatcher::Suffix(_))
             | (s @ HostMatcher::Suffix(_), HostMatcher::Exact(h)) => s.matches(h),
-            (HostMatcher::Suffix(a), HostMatcher::Suffix(b)) => {
-                a.ends_with(b.as_str()) || b.ends_with(a.as_str())
-            }
+            (HostMatcher::Suffix(a), HostMatcher::Suffix(b)) => a.ends_with(b.as_str()) || b.ends_with(a.as_str()),
         }
     }
 }

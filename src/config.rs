@@ -2,8 +2,10 @@
 //! Every refusal names the field (as a path like `issuers[0].jwks.keys[1].kid`) and the problem.
 
 use crate::catalog::{
-    Catalog, HeaderMatcher, HeaderValueMatch, HostMatcher, PathMatcher, Rule, TemplateSegment, Tool,
+    Catalog, HeaderMatcher, HeaderValueMatch, HostMatcher, PathMatcher, Rule, TemplateSegment, Tool, ToolKind,
 };
+use crate::constraints::{Bound, Constraint, Op};
+use crate::jsonrpc::{Protocol, A2A_METHODS};
 use crate::keys::{compile_jwk, Alg};
 use crate::token::{normalise_typ, Issuer};
 use crate::Risk;
@@ -38,10 +40,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { field: field.into(), message: message.into() }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -87,6 +86,8 @@ struct ConfigDoc {
     tools: Vec<ToolDoc>,
     #[serde(default)]
     step_up: StepUpDoc,
+    #[serde(default)]
+    jsonrpc: JsonRpcDoc,
     #[serde(default)]
     audit: AuditDoc,
     #[serde(default)]
@@ -135,14 +136,144 @@ struct JwksDoc {
 #[serde(deny_unknown_fields)]
 struct ToolDoc {
     name: String,
-    action: String,
+    action: Option<String>,
     risk: Risk,
     #[serde(default)]
     scopes: Vec<String>,
     #[serde(rename = "match")]
-    matches: Vec<MatchDoc>,
+    matches: Option<Vec<MatchDoc>>,
+    mcp: Option<McpToolDoc>,
+    a2a: Option<A2aToolDoc>,
+    #[serde(default)]
+    constraints: Vec<ConstraintDoc>,
     #[serde(default)]
     priority: i32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct McpToolDoc {
+    tool: Option<String>,
+    resource: Option<String>,
+    resource_prefix: Option<String>,
+    prompt: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct A2aToolDoc {
+    agent: String,
+    methods: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConstraintDoc {
+    id: String,
+    argument: String,
+    op: Op,
+    value: Option<serde_json::Value>,
+    limit: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRpcDoc {
+    #[serde(default = "default_max_body")]
+    max_body_bytes: usize,
+    #[serde(default = "default_max_response")]
+    max_response_bytes: usize,
+    #[serde(default)]
+    endpoints: Vec<EndpointDoc>,
+    #[serde(default)]
+    protocol_methods: ProtocolMethods,
+    #[serde(default = "default_true")]
+    filter_tools_list: bool,
+    #[serde(default)]
+    unparseable_tools_list: UnparseableList,
+}
+
+impl Default for JsonRpcDoc {
+    fn default() -> Self {
+        JsonRpcDoc {
+            max_body_bytes: default_max_body(),
+            max_response_bytes: default_max_response(),
+            endpoints: Vec::new(),
+            protocol_methods: ProtocolMethods::default(),
+            filter_tools_list: true,
+            unparseable_tools_list: UnparseableList::default(),
+        }
+    }
+}
+
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_max_response() -> usize {
+    1024 * 1024
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointDoc {
+    protocol: Protocol,
+    path: Option<String>,
+    path_prefix: Option<String>,
+    agent: Option<String>,
+}
+
+/// What MCP session plumbing (`initialize`, `ping`, notifications, the GET stream) gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtocolMethods {
+    #[default]
+    AllowWithToken,
+    Deny,
+}
+
+/// What a `tools/list` response that cannot be read becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnparseableList {
+    /// Replaced by a JSON-RPC error: an agent never sees tools the filter could not check.
+    #[default]
+    Error,
+    Pass,
+}
+
+/// One JSON-RPC endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub protocol: Protocol,
+    pub path: PathMatcher,
+    /// The A2A agent served here (the identifier of its calls).
+    pub agent: Option<String>,
+}
+
+/// JSON-RPC body inspection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonRpcSettings {
+    pub max_body_bytes: usize,
+    pub max_response_bytes: usize,
+    pub endpoints: Vec<Endpoint>,
+    pub protocol_methods: ProtocolMethods,
+    pub filter_tools_list: bool,
+    pub unparseable_tools_list: UnparseableList,
+}
+
+impl JsonRpcSettings {
+    /// The endpoint serving a normalised path: exact paths first, then the longest prefix.
+    pub fn endpoint_for(&self, path: &str) -> Option<&Endpoint> {
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        self.endpoints.iter().filter(|e| e.path.matches_path(path, &segments)).max_by_key(|e| match &e.path {
+            PathMatcher::Exact(_) => usize::MAX,
+            PathMatcher::Prefix(p) => p.len(),
+            PathMatcher::Template(t) => t.len(),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -180,11 +311,7 @@ struct StepUpDoc {
 
 impl Default for StepUpDoc {
     fn default() -> Self {
-        StepUpDoc {
-            acr_values: Vec::new(),
-            max_age_s: default_step_up_age(),
-            risks: default_step_up_risks(),
-        }
+        StepUpDoc { acr_values: Vec::new(), max_age_s: default_step_up_age(), risks: default_step_up_risks() }
     }
 }
 
@@ -206,10 +333,7 @@ struct AuditDoc {
 
 impl Default for AuditDoc {
     fn default() -> Self {
-        AuditDoc {
-            header_prefix: default_header_prefix(),
-            forward_authorization: false,
-        }
+        AuditDoc { header_prefix: default_header_prefix(), forward_authorization: false }
     }
 }
 
@@ -226,9 +350,7 @@ struct TokenCacheDoc {
 
 impl Default for TokenCacheDoc {
     fn default() -> Self {
-        TokenCacheDoc {
-            max_entries: default_cache_entries(),
-        }
+        TokenCacheDoc { max_entries: default_cache_entries() }
     }
 }
 
@@ -262,6 +384,7 @@ pub struct Policy {
     pub issuers: Vec<Issuer>,
     pub catalog: Catalog,
     pub step_up: StepUp,
+    pub jsonrpc: JsonRpcSettings,
     pub audit: AuditSettings,
     pub token_cache_entries: usize,
 }
@@ -281,10 +404,7 @@ impl Policy {
                 message: e.into_inner().to_string(),
             }
         })?;
-        de.end().map_err(|e| ConfigError::Schema {
-            field: "(root)".into(),
-            message: e.to_string(),
-        })?;
+        de.end().map_err(|e| ConfigError::Schema { field: "(root)".into(), message: e.to_string() })?;
         compile(doc)
     }
 }
@@ -296,18 +416,12 @@ fn compile(doc: ConfigDoc) -> Result<Policy, ConfigError> {
     if doc.max_token_bytes < 64 || doc.max_token_bytes > MAX_TOKEN_BYTES_LIMIT {
         return Err(invalid(
             "max_token_bytes",
-            format!(
-                "{} is outside 64..={MAX_TOKEN_BYTES_LIMIT}",
-                doc.max_token_bytes
-            ),
+            format!("{} is outside 64..={MAX_TOKEN_BYTES_LIMIT}", doc.max_token_bytes),
         ));
     }
     if let Some(url) = &doc.resource_metadata {
         if !url.starts_with("https://") && !url.starts_with("http://") || !is_quotable(url) {
-            return Err(invalid(
-                "resource_metadata",
-                format!("{url:?} is not an http(s) URL"),
-            ));
+            return Err(invalid("resource_metadata", format!("{url:?} is not an http(s) URL")));
         }
     }
     if doc.issuers.is_empty() {
@@ -316,37 +430,25 @@ fn compile(doc: ConfigDoc) -> Result<Policy, ConfigError> {
     let mut issuers = Vec::new();
     for (i, issuer) in doc.issuers.into_iter().enumerate() {
         let compiled = compile_issuer(issuer, &format!("issuers[{i}]"))?;
-        if issuers
-            .iter()
-            .any(|other: &Issuer| other.issuer == compiled.issuer)
-        {
-            return Err(invalid(
-                format!("issuers[{i}].issuer"),
-                format!("{:?} is configured twice", compiled.issuer),
-            ));
+        if issuers.iter().any(|other: &Issuer| other.issuer == compiled.issuer) {
+            return Err(invalid(format!("issuers[{i}].issuer"), format!("{:?} is configured twice", compiled.issuer)));
         }
         issuers.push(compiled);
     }
 
     let step_up = compile_step_up(doc.step_up)?;
-    let catalog = compile_catalog(doc.tools, &step_up)?;
+    let jsonrpc = compile_jsonrpc(doc.jsonrpc)?;
+    let catalog = compile_catalog(doc.tools, &step_up, &jsonrpc)?;
 
     let prefix = doc.audit.header_prefix;
-    if prefix.len() < 2
-        || !prefix
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
+    if prefix.len() < 2 || !prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
         return Err(invalid(
             "audit.header_prefix",
             format!("{prefix:?} must be at least 2 characters of a-z, 0-9 and -"),
         ));
     }
     if doc.token_cache.max_entries > 1_000_000 {
-        return Err(invalid(
-            "token_cache.max_entries",
-            format!("{} is above 1000000", doc.token_cache.max_entries),
-        ));
+        return Err(invalid("token_cache.max_entries", format!("{} is above 1000000", doc.token_cache.max_entries)));
     }
     Ok(Policy {
         audience: doc.audience,
@@ -357,10 +459,8 @@ fn compile(doc: ConfigDoc) -> Result<Policy, ConfigError> {
         issuers,
         catalog,
         step_up,
-        audit: AuditSettings {
-            header_prefix: prefix,
-            forward_authorization: doc.audit.forward_authorization,
-        },
+        jsonrpc,
+        audit: AuditSettings { header_prefix: prefix, forward_authorization: doc.audit.forward_authorization },
         token_cache_entries: doc.token_cache.max_entries,
     })
 }
@@ -370,10 +470,7 @@ fn compile_issuer(doc: IssuerDoc, at: &str) -> Result<Issuer, ConfigError> {
         return Err(invalid(format!("{at}.issuer"), "must not be empty"));
     }
     if doc.algorithms.is_empty() {
-        return Err(invalid(
-            format!("{at}.algorithms"),
-            "at least one algorithm is required",
-        ));
+        return Err(invalid(format!("{at}.algorithms"), "at least one algorithm is required"));
     }
     let mut algorithms = Vec::new();
     for (j, name) in doc.algorithms.iter().enumerate() {
@@ -395,55 +492,34 @@ fn compile_issuer(doc: IssuerDoc, at: &str) -> Result<Issuer, ConfigError> {
         ));
     }
     if doc.jwks.keys.is_empty() {
-        return Err(invalid(
-            format!("{at}.jwks.keys"),
-            "at least one key is required",
-        ));
+        return Err(invalid(format!("{at}.jwks.keys"), "at least one key is required"));
     }
     let mut keys = HashMap::new();
     for (k, value) in doc.jwks.keys.iter().enumerate() {
         let field = format!("{at}.jwks.keys[{k}]");
         let key = compile_jwk(value, &algorithms).map_err(|e| invalid(&field, e.0))?;
         if keys.contains_key(&key.kid) {
-            return Err(invalid(
-                format!("{field}.kid"),
-                format!("{:?} appears twice", key.kid),
-            ));
+            return Err(invalid(format!("{field}.kid"), format!("{:?} appears twice", key.kid)));
         }
         keys.insert(key.kid.clone(), key);
     }
     if doc.token_types.is_empty() {
-        return Err(invalid(
-            format!("{at}.token_types"),
-            "at least one typ is required",
-        ));
+        return Err(invalid(format!("{at}.token_types"), "at least one typ is required"));
     }
     if doc.max_ttl_s == 0 || doc.max_ttl_s > MAX_TTL_LIMIT_S {
-        return Err(invalid(
-            format!("{at}.max_ttl_s"),
-            format!("{} is outside 1..={MAX_TTL_LIMIT_S}", doc.max_ttl_s),
-        ));
+        return Err(invalid(format!("{at}.max_ttl_s"), format!("{} is outside 1..={MAX_TTL_LIMIT_S}", doc.max_ttl_s)));
     }
     if doc.clock_skew_s > MAX_SKEW_LIMIT_S {
-        return Err(invalid(
-            format!("{at}.clock_skew_s"),
-            format!("{} is above {MAX_SKEW_LIMIT_S}", doc.clock_skew_s),
-        ));
+        return Err(invalid(format!("{at}.clock_skew_s"), format!("{} is above {MAX_SKEW_LIMIT_S}", doc.clock_skew_s)));
     }
     for (j, prefix) in doc.subject_prefixes.iter().enumerate() {
         if prefix.is_empty() {
-            return Err(invalid(
-                format!("{at}.subject_prefixes[{j}]"),
-                "must not be empty",
-            ));
+            return Err(invalid(format!("{at}.subject_prefixes[{j}]"), "must not be empty"));
         }
     }
     for (j, id) in doc.client_ids.iter().enumerate() {
         if id.is_empty() {
-            return Err(invalid(
-                format!("{at}.client_ids[{j}]"),
-                "must not be empty",
-            ));
+            return Err(invalid(format!("{at}.client_ids[{j}]"), "must not be empty"));
         }
     }
     Ok(Issuer {
@@ -461,195 +537,274 @@ fn compile_issuer(doc: IssuerDoc, at: &str) -> Result<Issuer, ConfigError> {
 fn compile_step_up(doc: StepUpDoc) -> Result<StepUp, ConfigError> {
     for (i, acr) in doc.acr_values.iter().enumerate() {
         if acr.is_empty() || acr.contains(' ') || !is_quotable(acr) {
-            return Err(invalid(
-                format!("step_up.acr_values[{i}]"),
-                format!("{acr:?} is not a valid acr value"),
-            ));
+            return Err(invalid(format!("step_up.acr_values[{i}]"), format!("{acr:?} is not a valid acr value")));
         }
     }
     if doc.max_age_s == 0 || doc.max_age_s > MAX_TTL_LIMIT_S {
+        return Err(invalid("step_up.max_age_s", format!("{} is outside 1..={MAX_TTL_LIMIT_S}", doc.max_age_s)));
+    }
+    Ok(StepUp { acr_values: doc.acr_values, max_age_s: doc.max_age_s as i64, risks: doc.risks })
+}
+
+fn compile_jsonrpc(doc: JsonRpcDoc) -> Result<JsonRpcSettings, ConfigError> {
+    if doc.max_body_bytes < 256 || doc.max_body_bytes > 16 * 1024 * 1024 {
+        return Err(invalid("jsonrpc.max_body_bytes", format!("{} is outside 256..=16777216", doc.max_body_bytes)));
+    }
+    if doc.max_response_bytes < 1024 || doc.max_response_bytes > 64 * 1024 * 1024 {
         return Err(invalid(
-            "step_up.max_age_s",
-            format!("{} is outside 1..={MAX_TTL_LIMIT_S}", doc.max_age_s),
+            "jsonrpc.max_response_bytes",
+            format!("{} is outside 1024..=67108864", doc.max_response_bytes),
         ));
     }
-    Ok(StepUp {
-        acr_values: doc.acr_values,
-        max_age_s: doc.max_age_s as i64,
-        risks: doc.risks,
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    for (i, e) in doc.endpoints.into_iter().enumerate() {
+        let at = format!("jsonrpc.endpoints[{i}]");
+        let path = match (e.path, e.path_prefix) {
+            (Some(p), None) => PathMatcher::Exact(check_rule_path(&p, &format!("{at}.path"))?),
+            (None, Some(p)) => PathMatcher::Prefix(check_rule_path(&p, &format!("{at}.path_prefix"))?),
+            _ => return Err(invalid(&at, "exactly one of path, path_prefix is required")),
+        };
+        match (e.protocol, &e.agent) {
+            (Protocol::A2a, Some(agent)) if !agent.is_empty() && is_quotable(agent) => {}
+            (Protocol::A2a, _) => {
+                return Err(invalid(format!("{at}.agent"), "required for a2a: the agent served here"))
+            }
+            (Protocol::Mcp, Some(_)) => return Err(invalid(format!("{at}.agent"), "only for a2a endpoints")),
+            (Protocol::Mcp, None) => {}
+        }
+        if endpoints.iter().any(|other| other.path == path) {
+            return Err(invalid(&at, "another endpoint has the same path"));
+        }
+        endpoints.push(Endpoint { protocol: e.protocol, path, agent: e.agent });
+    }
+    Ok(JsonRpcSettings {
+        max_body_bytes: doc.max_body_bytes,
+        max_response_bytes: doc.max_response_bytes,
+        endpoints,
+        protocol_methods: doc.protocol_methods,
+        filter_tools_list: doc.filter_tools_list,
+        unparseable_tools_list: doc.unparseable_tools_list,
     })
 }
 
-fn compile_catalog(docs: Vec<ToolDoc>, step_up: &StepUp) -> Result<Catalog, ConfigError> {
-    let mut tools = Vec::new();
+fn compile_catalog(docs: Vec<ToolDoc>, step_up: &StepUp, jsonrpc: &JsonRpcSettings) -> Result<Catalog, ConfigError> {
+    let mut tools: Vec<Tool> = Vec::new();
     let mut rules = Vec::new();
     let mut names = HashSet::new();
     for (i, doc) in docs.into_iter().enumerate() {
         let at = format!("tools[{i}]");
         if doc.name.is_empty() || !is_quotable(&doc.name) {
-            return Err(invalid(
-                format!("{at}.name"),
-                format!("{:?} must be visible ASCII", doc.name),
-            ));
+            return Err(invalid(format!("{at}.name"), format!("{:?} must be visible ASCII", doc.name)));
         }
         if !names.insert(doc.name.clone()) {
-            return Err(invalid(
-                format!("{at}.name"),
-                format!("{:?} is a duplicate tool name", doc.name),
-            ));
-        }
-        if doc.action.is_empty() || !is_quotable(&doc.action) {
-            return Err(invalid(
-                format!("{at}.action"),
-                format!("{:?} must be visible ASCII", doc.action),
-            ));
+            return Err(invalid(format!("{at}.name"), format!("{:?} is a duplicate tool name", doc.name)));
         }
         for (j, scope) in doc.scopes.iter().enumerate() {
             if !is_scope_token(scope) {
-                return Err(invalid(
-                    format!("{at}.scopes[{j}]"),
-                    format!("{scope:?} is not an RFC 6749 scope token"),
-                ));
+                return Err(invalid(format!("{at}.scopes[{j}]"), format!("{scope:?} is not an RFC 6749 scope token")));
             }
         }
         if step_up.risks.contains(&doc.risk) && step_up.acr_values.is_empty() {
             return Err(invalid(
                 "step_up.acr_values",
-                format!(
-                    "required: tool {:?} has risk {} which needs step-up",
-                    doc.name,
-                    doc.risk.name()
-                ),
+                format!("required: tool {:?} has risk {} which needs step-up", doc.name, doc.risk.name()),
             ));
         }
-        if doc.matches.is_empty() {
-            return Err(invalid(
-                format!("{at}.match"),
-                "at least one match rule is required",
-            ));
+        let kind = compile_kind(&doc, &at, jsonrpc)?;
+        let action = match (&kind, &doc.action) {
+            (ToolKind::Http, Some(action)) if !action.is_empty() && is_quotable(action) => action.clone(),
+            (ToolKind::Http, _) => {
+                return Err(invalid(format!("{at}.action"), "required for HTTP tools, visible ASCII"));
+            }
+            (_, Some(_)) => {
+                return Err(invalid(format!("{at}.action"), "JSON-RPC tools take their action from the method"));
+            }
+            (ToolKind::McpTool(_), None) => "tools/call".into(),
+            (ToolKind::McpResource { .. }, None) => "resources/read".into(),
+            (ToolKind::McpPrompt(_), None) => "prompts/get".into(),
+            (ToolKind::A2a { .. }, None) => String::new(),
+        };
+        if let Some(clash) = tools.iter().find(|t| kinds_clash(&t.kind, &kind)) {
+            return Err(invalid(&at, format!("serves the same calls as tool {:?}", clash.name)));
         }
-        for (j, m) in doc.matches.into_iter().enumerate() {
-            rules.push(compile_rule(
-                m,
-                &format!("{at}.match[{j}]"),
-                tools.len(),
-                doc.priority,
-            )?);
+        if !doc.constraints.is_empty() && !matches!(kind, ToolKind::McpTool(_)) {
+            return Err(invalid(format!("{at}.constraints"), "only MCP tools (tools/call arguments) have constraints"));
         }
-        tools.push(Tool {
-            name: doc.name,
-            action: doc.action,
-            risk: doc.risk,
-            scopes: doc.scopes,
-        });
+        let mut constraints = Vec::new();
+        for (j, c) in doc.constraints.into_iter().enumerate() {
+            constraints.push(compile_constraint(c, &format!("{at}.constraints[{j}]"), &constraints)?);
+        }
+        if let Some(matches) = doc.matches {
+            if matches.is_empty() {
+                return Err(invalid(format!("{at}.match"), "at least one match rule is required"));
+            }
+            for (j, m) in matches.into_iter().enumerate() {
+                rules.push(compile_rule(m, &format!("{at}.match[{j}]"), tools.len(), doc.priority)?);
+            }
+        }
+        let identifier = match &kind {
+            ToolKind::McpTool(name) => name.clone(),
+            ToolKind::A2a { agent, .. } => agent.clone(),
+            _ => doc.name.clone(),
+        };
+        tools.push(Tool { name: doc.name, action, risk: doc.risk, scopes: doc.scopes, identifier, kind, constraints });
     }
-    Catalog::new(tools, rules)
-        .map_err(|(first, second)| ConfigError::AmbiguousRules { first, second })
+    Catalog::new(tools, rules).map_err(|(first, second)| ConfigError::AmbiguousRules { first, second })
+}
+
+fn compile_kind(doc: &ToolDoc, at: &str, jsonrpc: &JsonRpcSettings) -> Result<ToolKind, ConfigError> {
+    let serves = |protocol: Protocol| jsonrpc.endpoints.iter().any(|e| e.protocol == protocol);
+    match (&doc.matches, &doc.mcp, &doc.a2a) {
+        (Some(_), None, None) => Ok(ToolKind::Http),
+        (None, Some(mcp), None) => {
+            if !serves(Protocol::Mcp) {
+                return Err(invalid(format!("{at}.mcp"), "no jsonrpc endpoint has protocol mcp"));
+            }
+            let nonempty = |v: &Option<String>, field: &str| match v {
+                Some(s) if s.is_empty() || !is_quotable(s) => {
+                    Err(invalid(format!("{at}.mcp.{field}"), format!("{s:?} must be non-empty visible ASCII")))
+                }
+                _ => Ok(()),
+            };
+            nonempty(&mcp.tool, "tool")?;
+            nonempty(&mcp.resource, "resource")?;
+            nonempty(&mcp.resource_prefix, "resource_prefix")?;
+            nonempty(&mcp.prompt, "prompt")?;
+            match (&mcp.tool, &mcp.resource, &mcp.resource_prefix, &mcp.prompt) {
+                (tool, None, None, None) => Ok(ToolKind::McpTool(tool.clone().unwrap_or_else(|| doc.name.clone()))),
+                (None, Some(uri), None, None) => Ok(ToolKind::McpResource { uri: uri.clone(), prefix: false }),
+                (None, None, Some(uri), None) => Ok(ToolKind::McpResource { uri: uri.clone(), prefix: true }),
+                (None, None, None, Some(prompt)) => Ok(ToolKind::McpPrompt(prompt.clone())),
+                _ => Err(invalid(format!("{at}.mcp"), "at most one of tool, resource, resource_prefix, prompt")),
+            }
+        }
+        (None, None, Some(a2a)) => {
+            if !jsonrpc.endpoints.iter().any(|e| e.agent.as_deref() == Some(a2a.agent.as_str())) {
+                return Err(invalid(
+                    format!("{at}.a2a.agent"),
+                    format!("{:?}: no a2a endpoint serves this agent", a2a.agent),
+                ));
+            }
+            if a2a.methods.is_empty() {
+                return Err(invalid(format!("{at}.a2a.methods"), "at least one method is required"));
+            }
+            for (j, m) in a2a.methods.iter().enumerate() {
+                if !A2A_METHODS.contains(&m.as_str()) {
+                    return Err(invalid(
+                        format!("{at}.a2a.methods[{j}]"),
+                        format!("{m:?} is not an A2A 1.0 method name (e.g. SendMessage, GetTask)"),
+                    ));
+                }
+            }
+            Ok(ToolKind::A2a { agent: a2a.agent.clone(), methods: a2a.methods.clone() })
+        }
+        _ => Err(invalid(at, "exactly one of match, mcp, a2a is required")),
+    }
+}
+
+/// Two catalog entries that would classify the same JSON-RPC call.
+fn kinds_clash(a: &ToolKind, b: &ToolKind) -> bool {
+    match (a, b) {
+        (ToolKind::McpTool(x), ToolKind::McpTool(y)) | (ToolKind::McpPrompt(x), ToolKind::McpPrompt(y)) => x == y,
+        (ToolKind::McpResource { uri: x, prefix: p }, ToolKind::McpResource { uri: y, prefix: q }) => x == y && p == q,
+        (ToolKind::A2a { agent: x, methods: m }, ToolKind::A2a { agent: y, methods: n }) => {
+            x == y && m.iter().any(|method| n.contains(method))
+        }
+        _ => false,
+    }
+}
+
+fn compile_constraint(doc: ConstraintDoc, at: &str, earlier: &[Constraint]) -> Result<Constraint, ConfigError> {
+    if doc.id.is_empty() || !doc.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') {
+        return Err(invalid(format!("{at}.id"), format!("{:?} must be letters, digits, _ - .", doc.id)));
+    }
+    if earlier.iter().any(|c| c.id == doc.id) {
+        return Err(invalid(format!("{at}.id"), format!("{:?} is used twice in this tool", doc.id)));
+    }
+    let pointer_ok = |p: &str| p.starts_with('/');
+    if !pointer_ok(&doc.argument) {
+        return Err(invalid(format!("{at}.argument"), format!("{:?} is not a JSON pointer (/name)", doc.argument)));
+    }
+    let bound = match (doc.value, doc.limit) {
+        (Some(value), None) => {
+            let fits = match doc.op {
+                Op::Le | Op::Lt | Op::Ge | Op::Gt => value.is_number(),
+                Op::In => value.is_array(),
+                Op::Prefix | Op::Glob => value.is_string(),
+                Op::Eq => true,
+            };
+            if !fits {
+                return Err(invalid(format!("{at}.value"), format!("{value} does not fit the operator")));
+            }
+            Bound::Static(value)
+        }
+        (None, Some(limit)) if pointer_ok(&limit) => Bound::Limit(limit),
+        (None, Some(limit)) => {
+            return Err(invalid(
+                format!("{at}.limit"),
+                format!("{limit:?} is not a JSON pointer into limits (/amount/max)"),
+            ))
+        }
+        _ => return Err(invalid(at, "exactly one of value, limit is required")),
+    };
+    Ok(Constraint { id: doc.id, argument: doc.argument, op: doc.op, bound })
 }
 
 fn compile_rule(doc: MatchDoc, at: &str, tool: usize, priority: i32) -> Result<Rule, ConfigError> {
     let mut methods = Vec::new();
     for (k, method) in doc.methods.iter().enumerate() {
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(invalid(
-                format!("{at}.methods[{k}]"),
-                format!("{method:?} must be an upper-case method"),
-            ));
+            return Err(invalid(format!("{at}.methods[{k}]"), format!("{method:?} must be an upper-case method")));
         }
         methods.push(method.clone());
     }
     let path = match (doc.path, doc.path_prefix, doc.path_template) {
         (Some(p), None, None) => PathMatcher::Exact(check_rule_path(&p, &format!("{at}.path"))?),
-        (None, Some(p), None) => {
-            PathMatcher::Prefix(check_rule_path(&p, &format!("{at}.path_prefix"))?)
-        }
+        (None, Some(p), None) => PathMatcher::Prefix(check_rule_path(&p, &format!("{at}.path_prefix"))?),
         (None, None, Some(t)) => {
             let field = format!("{at}.path_template");
             let checked = check_rule_path(&t, &field)?;
             let mut segments = Vec::new();
             for segment in checked.split('/').skip(1) {
                 if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                    if name.is_empty()
-                        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                    {
+                    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                         return Err(invalid(&field, format!("{t:?}: bad parameter {segment:?}")));
                     }
                     segments.push(TemplateSegment::Param);
                 } else if segment.contains('{') || segment.contains('}') {
-                    return Err(invalid(
-                        &field,
-                        format!("{t:?}: a parameter must be a whole segment"),
-                    ));
+                    return Err(invalid(&field, format!("{t:?}: a parameter must be a whole segment")));
                 } else {
                     segments.push(TemplateSegment::Literal(segment.to_string()));
                 }
             }
             PathMatcher::Template(segments)
         }
-        _ => {
-            return Err(invalid(
-                at,
-                "exactly one of path, path_prefix, path_template is required",
-            ))
-        }
+        _ => return Err(invalid(at, "exactly one of path, path_prefix, path_template is required")),
     };
     let mut hosts = Vec::new();
     for (k, host) in doc.hosts.iter().enumerate() {
         let lower = host.to_ascii_lowercase();
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        };
+        let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
         hosts.push(match lower.strip_prefix("*.") {
             Some(rest) if valid(rest) => HostMatcher::Suffix(format!(".{rest}")),
             None if valid(&lower) => HostMatcher::Exact(lower),
-            _ => {
-                return Err(invalid(
-                    format!("{at}.hosts[{k}]"),
-                    format!("{host:?} is not a host name or *.suffix"),
-                ))
-            }
+            _ => return Err(invalid(format!("{at}.hosts[{k}]"), format!("{host:?} is not a host name or *.suffix"))),
         });
     }
     let mut headers = Vec::new();
     for (k, h) in doc.headers.iter().enumerate() {
         let field = format!("{at}.headers[{k}]");
-        if h.name.is_empty()
-            || !h
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(invalid(
-                format!("{field}.name"),
-                format!("{:?} is not a header name", h.name),
-            ));
+        if h.name.is_empty() || !h.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(invalid(format!("{field}.name"), format!("{:?} is not a header name", h.name)));
         }
         let value = match (&h.exact, h.present) {
             (Some(v), None) => HeaderValueMatch::Exact(v.clone()),
             (None, Some(true)) => HeaderValueMatch::Present,
-            _ => {
-                return Err(invalid(
-                    &field,
-                    "exactly one of exact or present: true is required",
-                ))
-            }
+            _ => return Err(invalid(&field, "exactly one of exact or present: true is required")),
         };
-        headers.push(HeaderMatcher {
-            name: h.name.to_ascii_lowercase(),
-            value,
-        });
+        headers.push(HeaderMatcher { name: h.name.to_ascii_lowercase(), value });
     }
-    Ok(Rule {
-        id: at.to_string(),
-        tool,
-        priority,
-        methods,
-        path,
-        hosts,
-        headers,
-    })
+    Ok(Rule { id: at.to_string(), tool, priority, methods, path, hosts, headers })
 }
 
 /// A rule path must already be in normal form, or it could never match a normalised request path.
@@ -658,22 +813,17 @@ fn check_rule_path(path: &str, field: &str) -> Result<String, ConfigError> {
         Ok(n) if n.path == path && n.query.is_empty() && !path.contains('%') => Ok(n.path),
         _ => Err(invalid(
             field,
-            format!(
-                "{path:?} must be a normalised path (leading /, no //, dot segments, %, ? or #)"
-            ),
+            format!("{path:?} must be a normalised path (leading /, no //, dot segments, %, ? or #)"),
         )),
     }
 }
 
 /// RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E.
 fn is_scope_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
 /// Safe inside a quoted-string challenge parameter and a header value.
 fn is_quotable(s: &str) -> bool {
-    s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }

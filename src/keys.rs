@@ -112,12 +112,8 @@ const MIN_RSA_BITS: usize = 2048;
 const MIN_HMAC_BYTES: usize = 32;
 
 /// Compile one JWK against the issuer's algorithm allow-list.
-pub fn compile_jwk(
-    value: &serde_json::Value,
-    allowed: &[Alg],
-) -> Result<VerificationKey, KeyError> {
-    let jwk: Jwk = serde_json::from_value(value.clone())
-        .map_err(|e| KeyError(format!("not a valid JWK: {e}")))?;
+pub fn compile_jwk(value: &serde_json::Value, allowed: &[Alg]) -> Result<VerificationKey, KeyError> {
+    let jwk: Jwk = serde_json::from_value(value.clone()).map_err(|e| KeyError(format!("not a valid JWK: {e}")))?;
     let kid = match jwk.kid.as_deref() {
         Some(kid) if !kid.is_empty() => kid.to_string(),
         _ => return Err(KeyError("kid: required".into())),
@@ -129,9 +125,7 @@ pub fn compile_jwk(
     }
     let kty = jwk.kty.as_deref().unwrap_or("");
     if kty != "oct" && (jwk.d.is_some() || jwk.p.is_some() || jwk.q.is_some()) {
-        return Err(KeyError(
-            "contains private key members (d, p, q): configure public keys only".into(),
-        ));
+        return Err(KeyError("contains private key members (d, p, q): configure public keys only".into()));
     }
     let (material, capable): (KeyMaterial, Vec<Alg>) = match (kty, jwk.crv.as_deref()) {
         ("EC", Some("P-256")) => {
@@ -150,25 +144,15 @@ pub fn compile_jwk(
                 .ok_or_else(|| KeyError("x, y: not a point on P-384".into()))?;
             (KeyMaterial::P384(key), vec![Alg::Es384])
         }
-        ("EC", crv) => {
-            return Err(KeyError(format!(
-                "crv: {:?} is not supported (P-256, P-384)",
-                crv.unwrap_or("")
-            )))
-        }
+        ("EC", crv) => return Err(KeyError(format!("crv: {:?} is not supported (P-256, P-384)", crv.unwrap_or("")))),
         ("RSA", _) => {
             let n = member(&jwk.n, "n")?;
             let e = member(&jwk.e, "e")?;
-            let key = rsa::RsaPublicKey::new(
-                rsa::BigUint::from_bytes_be(&n),
-                rsa::BigUint::from_bytes_be(&e),
-            )
-            .map_err(|e| KeyError(format!("n, e: not a usable RSA public key: {e}")))?;
+            let key = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(&n), rsa::BigUint::from_bytes_be(&e))
+                .map_err(|e| KeyError(format!("n, e: not a usable RSA public key: {e}")))?;
             let bits = rsa::traits::PublicKeyParts::size(&key) * 8;
             if bits < MIN_RSA_BITS {
-                return Err(KeyError(format!(
-                    "n: {bits}-bit modulus is below {MIN_RSA_BITS} bits"
-                )));
+                return Err(KeyError(format!("n: {bits}-bit modulus is below {MIN_RSA_BITS} bits")));
             }
             (
                 KeyMaterial::Rsa {
@@ -180,20 +164,13 @@ pub fn compile_jwk(
         }
         ("OKP", Some("Ed25519")) => {
             let x = member(&jwk.x, "x")?;
-            let bytes: [u8; 32] = x
-                .as_slice()
-                .try_into()
-                .map_err(|_| KeyError("x: an Ed25519 key is 32 bytes".into()))?;
+            let bytes: [u8; 32] =
+                x.as_slice().try_into().map_err(|_| KeyError("x: an Ed25519 key is 32 bytes".into()))?;
             let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
                 .map_err(|_| KeyError("x: not a valid Ed25519 public key".into()))?;
             (KeyMaterial::Ed25519(key), vec![Alg::EdDsa])
         }
-        ("OKP", crv) => {
-            return Err(KeyError(format!(
-                "crv: {:?} is not supported (Ed25519)",
-                crv.unwrap_or("")
-            )))
-        }
+        ("OKP", crv) => return Err(KeyError(format!("crv: {:?} is not supported (Ed25519)", crv.unwrap_or("")))),
         ("oct", _) => {
             let k = member(&jwk.k, "k")?;
             if k.len() < MIN_HMAC_BYTES {
@@ -204,41 +181,26 @@ pub fn compile_jwk(
             }
             (KeyMaterial::Hmac(k), vec![Alg::Hs256])
         }
-        (other, _) => {
-            return Err(KeyError(format!(
-                "kty: {other:?} is not supported (EC, RSA, OKP, oct)"
-            )))
-        }
+        (other, _) => return Err(KeyError(format!("kty: {other:?} is not supported (EC, RSA, OKP, oct)"))),
     };
     let pinned: Vec<Alg> = match jwk.alg.as_deref() {
         None => capable,
         Some(name) => match Alg::from_name(name) {
             Some(alg) if capable.contains(&alg) => vec![alg],
-            _ => {
-                return Err(KeyError(format!(
-                    "alg: {name:?} is not an algorithm this key can do"
-                )))
-            }
+            _ => return Err(KeyError(format!("alg: {name:?} is not an algorithm this key can do"))),
         },
     };
     let algs: Vec<Alg> = pinned.into_iter().filter(|a| allowed.contains(a)).collect();
     if algs.is_empty() {
         return Err(KeyError(
-            "can do none of the issuer's allowed algorithms (check algorithms and the key's alg)"
-                .into(),
+            "can do none of the issuer's allowed algorithms (check algorithms and the key's alg)".into(),
         ));
     }
-    Ok(VerificationKey {
-        kid,
-        material,
-        algs,
-    })
+    Ok(VerificationKey { kid, material, algs })
 }
 
 fn member(value: &Option<String>, name: &str) -> Result<Vec<u8>, KeyError> {
-    let text = value
-        .as_deref()
-        .ok_or_else(|| KeyError(format!("{name}: required")))?;
+    let text = value.as_deref().ok_or_else(|| KeyError(format!("{name}: required")))?;
     b64url_decode(text).ok_or_else(|| KeyError(format!("{name}: not base64url")))
 }
 
@@ -246,9 +208,7 @@ fn ec_point(jwk: &Jwk, size: usize) -> Result<Vec<u8>, KeyError> {
     let x = member(&jwk.x, "x")?;
     let y = member(&jwk.y, "y")?;
     if x.len() != size || y.len() != size {
-        return Err(KeyError(format!(
-            "x, y: each coordinate must be {size} bytes"
-        )));
+        return Err(KeyError(format!("x, y: each coordinate must be {size} bytes")));
     }
     let mut point = Vec::with_capacity(1 + 2 * size);
     point.push(0x04);
@@ -268,21 +228,16 @@ impl VerificationKey {
             (KeyMaterial::P384(key), Alg::Es384) => p384::ecdsa::Signature::from_slice(signature)
                 .map(|sig| key.verify(signing_input, &sig).is_ok())
                 .unwrap_or(false),
-            (KeyMaterial::Rsa { pkcs1, .. }, Alg::Rs256) => {
-                rsa::pkcs1v15::Signature::try_from(signature)
-                    .map(|sig| pkcs1.verify(signing_input, &sig).is_ok())
-                    .unwrap_or(false)
-            }
+            (KeyMaterial::Rsa { pkcs1, .. }, Alg::Rs256) => rsa::pkcs1v15::Signature::try_from(signature)
+                .map(|sig| pkcs1.verify(signing_input, &sig).is_ok())
+                .unwrap_or(false),
             (KeyMaterial::Rsa { pss, .. }, Alg::Ps256) => rsa::pss::Signature::try_from(signature)
                 .map(|sig| pss.verify(signing_input, &sig).is_ok())
                 .unwrap_or(false),
-            (KeyMaterial::Ed25519(key), Alg::EdDsa) => {
-                ed25519_dalek::Signature::from_slice(signature)
-                    .map(|sig| key.verify_strict(signing_input, &sig).is_ok())
-                    .unwrap_or(false)
-            }
-            (KeyMaterial::Hmac(secret), Alg::Hs256) => match Hmac::<Sha256>::new_from_slice(secret)
-            {
+            (KeyMaterial::Ed25519(key), Alg::EdDsa) => ed25519_dalek::Signature::from_slice(signature)
+                .map(|sig| key.verify_strict(signing_input, &sig).is_ok())
+                .unwrap_or(false),
+            (KeyMaterial::Hmac(secret), Alg::Hs256) => match Hmac::<Sha256>::new_from_slice(secret) {
                 Ok(mut mac) => {
                     mac.update(signing_input);
                     // constant-time comparison

@@ -3,29 +3,38 @@
 //! Pure Rust with no proxy-wasm types: the adapter gathers `RequestFacts` and the host's clock, calls
 //! [`evaluate`], and applies the [`Outcome`]. The whole request path is this file's `evaluate`:
 //!
-//! 1. the request itself: one `Authorization` header at most, a path that normalises safely;
+//! 1. the request itself: one `Authorization` header at most, a path that normalises safely, and on
+//!    JSON-RPC endpoints a JSON body (bounded, identity-encoded) holding one strict JSON-RPC message;
 //! 2. who is calling: the bearer token, verified (or taken from the verified-token cache);
-//! 3. what is being asked: the catalog classifies the request into tool, action and risk;
-//! 4. does the task cover it: scope or `authorization_details`, `txn`, step-up.
+//! 3. what is being asked: the catalog classifies the request (or the JSON-RPC call) into tool,
+//!    action and risk;
+//! 4. does the task cover it: scope or `authorization_details`, `txn`, step-up, argument constraints.
 //!
 //! Any failure is a deny with one [`Reason`]; `dry_run` only changes whether a deny is enforced.
+//! Adapters call [`start`] with the headers; on JSON-RPC endpoints it asks for the body, and
+//! [`evaluate`] then decides with it.
 
 pub mod audit;
 pub mod authz;
 pub mod cache;
 pub mod catalog;
 pub mod config;
+pub mod constraints;
+pub mod json;
+pub mod jsonrpc;
 pub mod keys;
 pub mod outcome;
 pub mod path;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod token;
+pub mod tools_list;
 
 pub use audit::{AuditRecord, Responder};
 pub use cache::TokenCache;
-pub use config::{ConfigError, Mode, Policy, UnknownTool};
-pub use outcome::{deny_response, DenyResponse, Needed, Reason};
+pub use config::{ConfigError, Endpoint, Mode, Policy, ProtocolMethods, UnknownTool};
+pub use jsonrpc::{McpCall, Protocol};
+pub use outcome::{deny_response, DenyResponse, Needed, Reason, RpcContext};
 pub use token::VerifiedToken;
 
 use base64::Engine;
@@ -56,6 +65,16 @@ impl Risk {
     }
 }
 
+/// The request body as the adapter has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body<'a> {
+    /// Not read (plain HTTP endpoints are never buffered).
+    NotRead,
+    Complete(&'a [u8]),
+    /// Longer than `jsonrpc.max_body_bytes`: never read to the end, never passed.
+    TooLarge,
+}
+
 /// What the adapter knows about a request when it decides. Header names are lower case.
 pub struct RequestFacts<'a> {
     pub method: &'a str,
@@ -65,6 +84,13 @@ pub struct RequestFacts<'a> {
     pub authority: &'a str,
     /// Every request header, pseudo-headers included.
     pub headers: &'a [(String, String)],
+    pub body: Body<'a>,
+}
+
+impl RequestFacts<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
 }
 
 /// The classified call.
@@ -74,6 +100,17 @@ pub struct Intent {
     pub action: String,
     pub risk: Risk,
     pub rule: String,
+}
+
+/// What the JSON-RPC body said, for the denial (its `id`) and the audit record.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RpcFacts {
+    pub protocol: Option<Protocol>,
+    pub id: serde_json::Value,
+    pub method: Option<String>,
+    /// The tool, resource or prompt name the call asks for, as sent.
+    pub name: Option<String>,
+    pub protocol_version: Option<String>,
 }
 
 /// The decision and everything the adapter needs to apply and audit it.
@@ -92,6 +129,11 @@ pub struct Outcome {
     /// The normalised request target (path + query) when it differs from `:path`: the adapter
     /// forwards this, so the upstream serves exactly what was authorised.
     pub rewrite_target: Option<String>,
+    /// Set on JSON-RPC endpoints.
+    pub rpc: Option<RpcFacts>,
+    pub constraint: Option<constraints::Check>,
+    /// An allowed MCP `tools/list`: the adapter filters the response with [`tools_list::filter`].
+    pub filter_tools_list: bool,
 }
 
 impl Outcome {
@@ -106,6 +148,9 @@ impl Outcome {
             token_cache: None,
             normalised_path: None,
             rewrite_target: None,
+            rpc: None,
+            constraint: None,
+            filter_tools_list: false,
         }
     }
 
@@ -134,41 +179,73 @@ impl Outcome {
 
     /// The response to send instead of forwarding, when the decision is enforced.
     pub fn enforced_denial(&self, policy: &Policy) -> Option<DenyResponse> {
-        (!self.passes()).then(|| {
-            deny_response(
-                self.reason,
-                &self.needed,
-                policy.resource_metadata.as_deref(),
-            )
-        })
+        if self.passes() {
+            return None;
+        }
+        let rpc = self
+            .rpc
+            .as_ref()
+            .map(|rpc| RpcContext { id: &rpc.id, constraint: self.constraint.as_ref().and_then(|c| c.constraint()) });
+        Some(deny_response(self.reason, &self.needed, policy.resource_metadata.as_deref(), rpc))
     }
+}
+
+/// The first step, on request headers.
+#[derive(Debug)]
+pub enum Step {
+    Decided(Box<Outcome>),
+    /// A JSON-RPC endpoint: read the body (at most `max_bytes`), then call [`evaluate`].
+    ReadBody {
+        max_bytes: usize,
+    },
+}
+
+/// Decide on headers alone, or ask for the body (JSON-RPC endpoints). Content type, encoding and a
+/// declared length over the cap are refused here, before anything is buffered.
+pub fn start(policy: &Policy, facts: &RequestFacts<'_>, now: i64, cache: &mut TokenCache) -> Step {
+    let endpoint = path::normalise(facts.path).ok().and_then(|p| policy.jsonrpc.endpoint_for(&p.path).cloned());
+    match endpoint {
+        Some(endpoint) if facts.method == "POST" => match check_body_headers(policy, facts) {
+            Ok(()) => Step::ReadBody { max_bytes: policy.jsonrpc.max_body_bytes },
+            Err(reason) => {
+                let mut outcome = Outcome::new(policy.mode);
+                outcome.rpc = Some(RpcFacts { protocol: Some(endpoint.protocol), ..RpcFacts::default() });
+                Step::Decided(Box::new(outcome.decide(reason, Needed::Nothing)))
+            }
+        },
+        _ => Step::Decided(Box::new(evaluate(policy, facts, now, cache))),
+    }
+}
+
+fn check_body_headers(policy: &Policy, facts: &RequestFacts<'_>) -> Result<(), Reason> {
+    let media_type = facts.header("content-type").unwrap_or("").split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return Err(Reason::ContentTypeUnsupported);
+    }
+    if let Some(encoding) = facts.header("content-encoding") {
+        if !encoding.trim().eq_ignore_ascii_case("identity") {
+            return Err(Reason::ContentEncodingUnsupported);
+        }
+    }
+    if let Some(length) = facts.header("content-length") {
+        if length.trim().parse::<usize>().map_or(true, |n| n > policy.jsonrpc.max_body_bytes) {
+            return Err(Reason::BodyTooLarge);
+        }
+    }
+    Ok(())
 }
 
 /// Decide one request. `now` is the host's clock in Unix seconds; `cache` holds verified tokens
 /// across requests (it is the only state, and it never changes a decision, only its cost).
-pub fn evaluate(
-    policy: &Policy,
-    facts: &RequestFacts<'_>,
-    now: i64,
-    cache: &mut TokenCache,
-) -> Outcome {
+pub fn evaluate(policy: &Policy, facts: &RequestFacts<'_>, now: i64, cache: &mut TokenCache) -> Outcome {
     let mut outcome = Outcome::new(policy.mode);
 
     // 1. the request itself
-    let mut authorization = facts
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"));
-    let (Some(credentials), None) = (authorization.next(), authorization.next()) else {
-        return match facts
-            .headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
-        {
-            true => outcome.decide(Reason::AuthorizationInvalid, Needed::Nothing),
-            false => outcome.decide(Reason::TokenMissing, Needed::Nothing),
-        };
-    };
+    let mut authorization = facts.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+    let first_credentials = authorization.next();
+    if authorization.next().is_some() {
+        return outcome.decide(Reason::AuthorizationInvalid, Needed::Nothing);
+    }
     let target = match path::normalise(facts.path) {
         Ok(target) => target,
         Err(_) => return outcome.decide(Reason::PathInvalid, Needed::Nothing),
@@ -177,67 +254,218 @@ pub fn evaluate(
         outcome.rewrite_target = Some(target.target());
     }
     outcome.normalised_path = Some(target.path.clone());
+    let endpoint = policy.jsonrpc.endpoint_for(&target.path);
+    let call = match endpoint {
+        None => None,
+        Some(endpoint) => match read_call(policy, endpoint, facts, &mut outcome) {
+            Ok(call) => Some(call),
+            Err(reason) => return outcome.decide(reason, Needed::Nothing),
+        },
+    };
 
     // 2. who is calling
-    let raw_token = match bearer_token(&credentials.1) {
+    let Some((_, credentials)) = first_credentials else {
+        return outcome.decide(Reason::TokenMissing, Needed::Nothing);
+    };
+    // Proxies join repeated headers with commas (Envoy does): a comma is never part of a bearer
+    // credential, so this is two Authorization headers, and ambiguous.
+    if credentials.contains(',') {
+        return outcome.decide(Reason::AuthorizationInvalid, Needed::Nothing);
+    }
+    let token = match verify_cached(policy, credentials, now, cache, &mut outcome) {
         Ok(token) => token,
         Err(reason) => return outcome.decide(reason, Needed::Nothing),
     };
-    let hash: [u8; 32] = Sha256::digest(raw_token.as_bytes()).into();
-    outcome.token_sha256 = Some(hash);
-    let token = match cache.get(&hash, now) {
-        Some(token) => {
-            outcome.token_cache = Some(true);
-            token
-        }
-        None => {
-            outcome.token_cache = Some(false);
-            match token::verify(
-                raw_token,
-                &policy.issuers,
-                &policy.audience,
-                policy.max_token_bytes,
-                now,
-            ) {
-                Ok(verified) => {
-                    let verified = Rc::new(verified);
-                    cache.insert(hash, Rc::clone(&verified));
-                    verified
-                }
-                Err(reason) => return outcome.decide(reason, Needed::Nothing),
-            }
-        }
-    };
     outcome.token = Some(Rc::clone(&token));
 
-    // 3. what is being asked
-    let host = catalog::host_of(facts.authority);
-    let request = catalog::Target {
-        method: facts.method,
-        path: &target.path,
-        host: &host,
-        headers: facts.headers,
+    // 3. what is being asked, and 4. does the task cover it
+    let (reason, needed) = match call {
+        Some(call) => authorize_call(policy, &call, &token, now, &mut outcome),
+        None => authorize_http(policy, facts, &target.path, &token, now, &mut outcome),
     };
+    outcome.decide(reason, needed)
+}
+
+fn verify_cached(
+    policy: &Policy,
+    credentials: &str,
+    now: i64,
+    cache: &mut TokenCache,
+    outcome: &mut Outcome,
+) -> Result<Rc<VerifiedToken>, Reason> {
+    let raw_token = bearer_token(credentials)?;
+    let hash: [u8; 32] = Sha256::digest(raw_token.as_bytes()).into();
+    outcome.token_sha256 = Some(hash);
+    if let Some(token) = cache.get(&hash, now) {
+        outcome.token_cache = Some(true);
+        return Ok(token);
+    }
+    outcome.token_cache = Some(false);
+    let verified = Rc::new(token::verify(raw_token, &policy.issuers, &policy.audience, policy.max_token_bytes, now)?);
+    cache.insert(hash, Rc::clone(&verified));
+    Ok(verified)
+}
+
+fn set_intent(outcome: &mut Outcome, tool: &catalog::Tool, action: &str, rule: String) {
+    outcome.intent = Some(Intent { tool: tool.name.clone(), action: action.to_string(), risk: tool.risk, rule });
+}
+
+fn authorize_http(
+    policy: &Policy,
+    facts: &RequestFacts<'_>,
+    path: &str,
+    token: &VerifiedToken,
+    now: i64,
+    outcome: &mut Outcome,
+) -> (Reason, Needed) {
+    let host = catalog::host_of(facts.authority);
+    let request = catalog::Target { method: facts.method, path, host: &host, headers: facts.headers };
     let Some((tool, rule)) = policy.catalog.classify(&request) else {
         return match policy.unknown_tool {
-            UnknownTool::Deny => outcome.decide(Reason::ToolUnknown, Needed::Nothing),
-            UnknownTool::AllowWithToken => {
-                outcome.decide(Reason::UnknownToolAllowed, Needed::Nothing)
-            }
+            UnknownTool::Deny => (Reason::ToolUnknown, Needed::Nothing),
+            UnknownTool::AllowWithToken => (Reason::UnknownToolAllowed, Needed::Nothing),
         };
     };
-    outcome.intent = Some(Intent {
-        tool: tool.name.clone(),
-        action: tool.action.clone(),
-        risk: tool.risk,
-        rule: rule.id.clone(),
-    });
-
-    // 4. does the task cover it
-    match authz::authorize(policy, tool, &token, now) {
-        Ok(granted) => outcome.decide(granted, Needed::Nothing),
-        Err((reason, needed)) => outcome.decide(reason, needed),
+    set_intent(outcome, tool, &tool.action, rule.id.clone());
+    match authz::authorize(policy, tool, &tool.action, token, now) {
+        Ok(grant) => (grant.reason, Needed::Nothing),
+        Err(denial) => denial,
     }
+}
+
+/// A JSON-RPC call read from the body.
+enum Call {
+    Mcp(McpCall),
+    A2a {
+        agent: String,
+        method: Option<&'static str>,
+    },
+    /// GET (the server's event stream) or DELETE (end of session) on an MCP endpoint.
+    McpSession,
+}
+
+fn read_call(
+    policy: &Policy,
+    endpoint: &Endpoint,
+    facts: &RequestFacts<'_>,
+    outcome: &mut Outcome,
+) -> Result<Call, Reason> {
+    let version = facts.header("mcp-protocol-version").map(str::to_string);
+    outcome.rpc =
+        Some(RpcFacts { protocol: Some(endpoint.protocol), protocol_version: version, ..RpcFacts::default() });
+    if endpoint.protocol == Protocol::Mcp && (facts.method == "GET" || facts.method == "DELETE") {
+        return Ok(Call::McpSession);
+    }
+    if facts.method != "POST" {
+        return Err(Reason::JsonrpcInvalid);
+    }
+    check_body_headers(policy, facts)?;
+    let body = match facts.body {
+        Body::Complete(body) => body,
+        Body::TooLarge => return Err(Reason::BodyTooLarge),
+        // an adapter that did not read the body must not get an allow for it
+        Body::NotRead => return Err(Reason::JsonInvalid),
+    };
+    let message = jsonrpc::parse_message(body)?;
+    if let Some(rpc) = outcome.rpc.as_mut() {
+        rpc.id = message.error_id();
+        rpc.method = message.method.clone();
+    }
+    match endpoint.protocol {
+        Protocol::Mcp => {
+            let call = jsonrpc::classify_mcp(&message)?;
+            if let Some(rpc) = outcome.rpc.as_mut() {
+                rpc.name = call.name().map(str::to_string);
+            }
+            check_mcp_headers(facts, &message, &call)?;
+            Ok(Call::Mcp(call))
+        }
+        Protocol::A2a => Ok(Call::A2a {
+            agent: endpoint.agent.clone().unwrap_or_default(),
+            method: message.method.as_deref().and_then(jsonrpc::a2a_method),
+        }),
+    }
+}
+
+/// MCP 2026-07-28: `Mcp-Method` and `Mcp-Name` mirror the body. Whenever they are sent they must
+/// match it; the decision itself is always made from the body.
+fn check_mcp_headers(facts: &RequestFacts<'_>, message: &jsonrpc::Message, call: &McpCall) -> Result<(), Reason> {
+    if let Some(method) = facts.header("mcp-method") {
+        if Some(method) != message.method.as_deref() {
+            return Err(Reason::McpHeaderMismatch);
+        }
+    }
+    if let Some(name) = facts.header("mcp-name") {
+        if Some(name) != call.name() {
+            return Err(Reason::McpHeaderMismatch);
+        }
+    }
+    Ok(())
+}
+
+fn authorize_call(
+    policy: &Policy,
+    call: &Call,
+    token: &VerifiedToken,
+    now: i64,
+    outcome: &mut Outcome,
+) -> (Reason, Needed) {
+    let protocol_allowed = match policy.jsonrpc.protocol_methods {
+        ProtocolMethods::AllowWithToken => (Reason::ProtocolMethodAllowed, Needed::Nothing),
+        ProtocolMethods::Deny => (Reason::MethodNotAllowed, Needed::Nothing),
+    };
+    // A tool the catalog does not know and a tool outside the task get the same answer, so that an
+    // agent cannot probe which tools exist: no `scope` hint in either.
+    let not_permitted = (Reason::ScopeInsufficient, Needed::Nothing);
+    let (tool, action, arguments) = match call {
+        Call::McpSession | Call::Mcp(McpCall::Protocol) => return protocol_allowed,
+        Call::Mcp(McpCall::List) => {
+            outcome.filter_tools_list = policy.jsonrpc.filter_tools_list
+                && outcome.rpc.as_ref().and_then(|r| r.method.as_deref()) == Some("tools/list");
+            return (Reason::ListAllowed, Needed::Nothing);
+        }
+        Call::Mcp(McpCall::Other) | Call::A2a { method: None, .. } => {
+            return (Reason::MethodNotAllowed, Needed::Nothing)
+        }
+        Call::Mcp(mcp) => {
+            let tool = match mcp {
+                McpCall::ToolCall { name, .. } => policy.catalog.mcp_tool(name),
+                McpCall::ResourceRead { uri } => policy.catalog.mcp_resource(uri),
+                McpCall::PromptGet { name } => policy.catalog.mcp_prompt(name),
+                _ => None,
+            };
+            let arguments = match mcp {
+                McpCall::ToolCall { arguments, .. } => Some(arguments),
+                _ => None,
+            };
+            (tool, mcp.action().unwrap_or_default(), arguments)
+        }
+        Call::A2a { agent, method: Some(method) } => (policy.catalog.a2a(agent, method), *method, None),
+    };
+    let Some(tool) = tool else {
+        return not_permitted;
+    };
+    let rule = match &tool.kind {
+        catalog::ToolKind::A2a { .. } => format!("a2a:{}", tool.name),
+        _ => format!("mcp:{}", tool.name),
+    };
+    set_intent(outcome, tool, action, rule);
+    let grant = match authz::authorize(policy, tool, action, token, now) {
+        Ok(grant) => grant,
+        Err((Reason::ScopeInsufficient, _)) => return not_permitted,
+        Err(denial) => return denial,
+    };
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let check = constraints::check(&tool.constraints, arguments.unwrap_or(&empty), &grant.entries);
+    let verdict = match check {
+        constraints::Check::Passed => (grant.reason, Needed::Nothing),
+        constraints::Check::Missing(_) => (Reason::ArgumentMissing, Needed::Nothing),
+        constraints::Check::Failed(_) => (Reason::ArgumentConstraintFailed, Needed::Nothing),
+    };
+    if !tool.constraints.is_empty() {
+        outcome.constraint = Some(check);
+    }
+    verdict
 }
 
 /// RFC 6750 §2.1: `Bearer` (any case), one or more spaces, the token. Other schemes are not
@@ -256,9 +484,7 @@ fn bearer_token(value: &str) -> Result<&str, Reason> {
 
 /// Unpadded base64url, as JOSE uses; padding or any other alphabet is refused.
 pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .ok()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()
 }
 
 pub fn hex(bytes: &[u8; 32]) -> String {

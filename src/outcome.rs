@@ -9,9 +9,20 @@ pub enum Reason {
     ScopeGranted,
     AuthorizationDetailsGranted,
     UnknownToolAllowed,
+    ProtocolMethodAllowed,
+    ListAllowed,
     // the request itself is unusable
     AuthorizationInvalid,
     PathInvalid,
+    BodyTooLarge,
+    ContentTypeUnsupported,
+    ContentEncodingUnsupported,
+    JsonInvalid,
+    JsonDuplicateKey,
+    JsonrpcInvalid,
+    JsonrpcBatch,
+    ParamsInvalid,
+    McpHeaderMismatch,
     // no credentials at all
     TokenMissing,
     // the token is not acceptable here
@@ -43,16 +54,30 @@ pub enum Reason {
     ScopeInsufficient,
     TxnRequired,
     StepUpRequired,
+    MethodNotAllowed,
+    ArgumentMissing,
+    ArgumentConstraintFailed,
 }
 
 impl Reason {
     /// Every reason, so that adapters can pre-register one metric per reason at start-up.
-    pub const ALL: [Reason; 33] = [
+    pub const ALL: [Reason; 47] = [
         Reason::ScopeGranted,
         Reason::AuthorizationDetailsGranted,
         Reason::UnknownToolAllowed,
+        Reason::ProtocolMethodAllowed,
+        Reason::ListAllowed,
         Reason::AuthorizationInvalid,
         Reason::PathInvalid,
+        Reason::BodyTooLarge,
+        Reason::ContentTypeUnsupported,
+        Reason::ContentEncodingUnsupported,
+        Reason::JsonInvalid,
+        Reason::JsonDuplicateKey,
+        Reason::JsonrpcInvalid,
+        Reason::JsonrpcBatch,
+        Reason::ParamsInvalid,
+        Reason::McpHeaderMismatch,
         Reason::TokenMissing,
         Reason::TokenMalformed,
         Reason::TokenTooLarge,
@@ -81,6 +106,9 @@ impl Reason {
         Reason::ScopeInsufficient,
         Reason::TxnRequired,
         Reason::StepUpRequired,
+        Reason::MethodNotAllowed,
+        Reason::ArgumentMissing,
+        Reason::ArgumentConstraintFailed,
     ];
 
     pub fn code(self) -> &'static str {
@@ -88,8 +116,19 @@ impl Reason {
             Reason::ScopeGranted => "scope_granted",
             Reason::AuthorizationDetailsGranted => "authorization_details_granted",
             Reason::UnknownToolAllowed => "unknown_tool_allowed",
+            Reason::ProtocolMethodAllowed => "protocol_method_allowed",
+            Reason::ListAllowed => "list_allowed",
             Reason::AuthorizationInvalid => "authorization_invalid",
             Reason::PathInvalid => "path_invalid",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::ContentTypeUnsupported => "content_type_unsupported",
+            Reason::ContentEncodingUnsupported => "content_encoding_unsupported",
+            Reason::JsonInvalid => "json_invalid",
+            Reason::JsonDuplicateKey => "json_duplicate_key",
+            Reason::JsonrpcInvalid => "jsonrpc_invalid",
+            Reason::JsonrpcBatch => "jsonrpc_batch",
+            Reason::ParamsInvalid => "params_invalid",
+            Reason::McpHeaderMismatch => "mcp_header_mismatch",
             Reason::TokenMissing => "token_missing",
             Reason::TokenMalformed => "token_malformed",
             Reason::TokenTooLarge => "token_too_large",
@@ -118,25 +157,43 @@ impl Reason {
             Reason::ScopeInsufficient => "scope_insufficient",
             Reason::TxnRequired => "txn_required",
             Reason::StepUpRequired => "step_up_required",
+            Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::ArgumentMissing => "argument_missing",
+            Reason::ArgumentConstraintFailed => "argument_constraint_failed",
         }
     }
 
     pub fn is_allow(self) -> bool {
         matches!(
             self,
-            Reason::ScopeGranted | Reason::AuthorizationDetailsGranted | Reason::UnknownToolAllowed
+            Reason::ScopeGranted
+                | Reason::AuthorizationDetailsGranted
+                | Reason::UnknownToolAllowed
+                | Reason::ProtocolMethodAllowed
+                | Reason::ListAllowed
         )
     }
 
-    /// The one mapping from a reason to the HTTP status and the RFC 6750 / RFC 9470 error code.
-    /// `None` as error code means a bare challenge (RFC 6750 §3.1: no credentials, no error).
-    fn status_and_error(self) -> (u16, Option<&'static str>) {
-        match self {
+    /// The one mapping from a reason to the HTTP status, the challenge (RFC 6750 / RFC 9470 error
+    /// code) and the JSON-RPC error code used on JSON-RPC endpoints.
+    pub fn response(self) -> ResponseShape {
+        use Challenge::{Bare, Error, NoChallenge};
+        let (status, challenge, rpc_code) = match self {
             Reason::ScopeGranted
             | Reason::AuthorizationDetailsGranted
-            | Reason::UnknownToolAllowed => (200, None),
-            Reason::AuthorizationInvalid | Reason::PathInvalid => (400, Some("invalid_request")),
-            Reason::TokenMissing => (401, None),
+            | Reason::UnknownToolAllowed
+            | Reason::ProtocolMethodAllowed
+            | Reason::ListAllowed => (200, NoChallenge, 0),
+            Reason::AuthorizationInvalid | Reason::PathInvalid | Reason::JsonrpcInvalid | Reason::JsonrpcBatch => {
+                (400, Error("invalid_request"), -32600)
+            }
+            Reason::JsonDuplicateKey => (400, Error("invalid_request"), -32600),
+            Reason::JsonInvalid => (400, Error("invalid_request"), -32700),
+            Reason::ParamsInvalid => (400, Error("invalid_request"), -32602),
+            Reason::McpHeaderMismatch => (400, Error("invalid_request"), -32020),
+            Reason::BodyTooLarge => (413, NoChallenge, -32600),
+            Reason::ContentTypeUnsupported | Reason::ContentEncodingUnsupported => (415, NoChallenge, -32600),
+            Reason::TokenMissing => (401, Bare, -32001),
             Reason::TokenMalformed
             | Reason::TokenTooLarge
             | Reason::AlgNotAllowed
@@ -159,13 +216,37 @@ impl Reason {
             | Reason::SubMissing
             | Reason::SubjectNotAllowed
             | Reason::ClientNotAllowed
-            | Reason::ClaimsInvalid => (401, Some("invalid_token")),
-            Reason::ToolUnknown | Reason::ScopeInsufficient | Reason::TxnRequired => {
-                (403, Some("insufficient_scope"))
-            }
-            Reason::StepUpRequired => (401, Some("insufficient_user_authentication")),
-        }
+            | Reason::ClaimsInvalid => (401, Error("invalid_token"), -32001),
+            Reason::ToolUnknown
+            | Reason::ScopeInsufficient
+            | Reason::TxnRequired
+            | Reason::MethodNotAllowed
+            | Reason::ArgumentMissing
+            | Reason::ArgumentConstraintFailed => (403, Error("insufficient_scope"), -32003),
+            Reason::StepUpRequired => (401, Error("insufficient_user_authentication"), -32001),
+        };
+        ResponseShape { status, challenge, rpc_code }
     }
+}
+
+/// What kind of `WWW-Authenticate` a denial carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// Not an authorization problem (413, 415): no challenge.
+    NoChallenge,
+    /// RFC 6750 §3.1: no credentials, no error code.
+    Bare,
+    Error(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseShape {
+    pub status: u16,
+    pub challenge: Challenge,
+    /// JSON-RPC error code for denials on JSON-RPC endpoints: -32700 parse error, -32600 invalid
+    /// request, -32602 invalid params, -32020 MCP header mismatch, -32001 unauthenticated, -32003
+    /// forbidden.
+    pub rpc_code: i64,
 }
 
 /// What the policy needs from the caller to turn a denial into an allow; it shapes the challenge.
@@ -176,20 +257,25 @@ pub enum Needed {
     /// Any one of these scope values would grant the call.
     Scopes(Vec<String>),
     /// A fresh authentication with one of these `acr` values, no older than `max_age_s`.
-    StepUp {
-        acr_values: Vec<String>,
-        max_age_s: u64,
-    },
+    StepUp { acr_values: Vec<String>, max_age_s: u64 },
 }
 
 /// A complete denial, ready to be written by an adapter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DenyResponse {
     pub status: u16,
-    /// The value of the `WWW-Authenticate` header.
-    pub www_authenticate: String,
-    /// `{"error": …, "reason": …}`
+    /// The value of the `WWW-Authenticate` header, when the denial has one.
+    pub www_authenticate: Option<String>,
+    /// `{"error": …, "reason": …}`, or a JSON-RPC error response on JSON-RPC endpoints.
     pub body: String,
+}
+
+/// On a JSON-RPC endpoint the denial is a JSON-RPC error response carrying the request's `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcContext<'a> {
+    pub id: &'a serde_json::Value,
+    /// The constraint that failed, named (never its values).
+    pub constraint: Option<&'a str>,
 }
 
 /// Render the denial for `reason`. `resource_metadata` is the RFC 9728 URL advertised in the bare
@@ -198,55 +284,64 @@ pub fn deny_response(
     reason: Reason,
     needed: &Needed,
     resource_metadata: Option<&str>,
+    rpc: Option<RpcContext<'_>>,
 ) -> DenyResponse {
-    let (status, error) = reason.status_and_error();
-    let mut challenge = String::from("Bearer");
-    let mut params: Vec<String> = Vec::new();
-    if let Some(url) = resource_metadata {
-        params.push(format!("resource_metadata=\"{}\"", quoted_safe(url)));
-    }
-    if let Some(error) = error {
-        params.push(format!("error=\"{error}\""));
-        params.push(format!("error_description=\"{}\"", reason.code()));
-    }
-    match needed {
-        Needed::Nothing => {}
-        Needed::Scopes(scopes) if !scopes.is_empty() => {
-            params.push(format!("scope=\"{}\"", quoted_safe(&scopes.join(" "))));
+    let shape = reason.response();
+    let error = match shape.challenge {
+        Challenge::Error(error) => Some(error),
+        _ => None,
+    };
+    let www_authenticate = (shape.challenge != Challenge::NoChallenge).then(|| {
+        let mut params: Vec<String> = Vec::new();
+        if let Some(url) = resource_metadata {
+            params.push(format!("resource_metadata=\"{}\"", quoted_safe(url)));
         }
-        Needed::Scopes(_) => {}
-        Needed::StepUp {
-            acr_values,
-            max_age_s,
-        } => {
-            params.push(format!(
-                "acr_values=\"{}\"",
-                quoted_safe(&acr_values.join(" "))
-            ));
-            params.push(format!("max_age=\"{max_age_s}\""));
+        if let Some(error) = error {
+            params.push(format!("error=\"{error}\""));
+            params.push(format!("error_description=\"{}\"", reason.code()));
+        }
+        match needed {
+            Needed::Scopes(scopes) if !scopes.is_empty() => {
+                params.push(format!("scope=\"{}\"", quoted_safe(&scopes.join(" "))));
+            }
+            Needed::StepUp { acr_values, max_age_s } => {
+                params.push(format!("acr_values=\"{}\"", quoted_safe(&acr_values.join(" "))));
+                params.push(format!("max_age=\"{max_age_s}\""));
+            }
+            _ => {}
+        }
+        if params.is_empty() {
+            "Bearer".to_string()
+        } else {
+            format!("Bearer {}", params.join(", "))
+        }
+    });
+    let error_word = match (shape.status, error) {
+        (_, Some(error)) => error,
+        (413, None) => "request_too_large",
+        (415, None) => "unsupported_media_type",
+        _ => "unauthorized",
+    };
+    let body = match rpc {
+        None => serde_json::json!({"error": error_word, "reason": reason.code()}),
+        Some(rpc) => {
+            let mut data = serde_json::json!({"reason": reason.code()});
+            if let (Some(constraint), Some(map)) = (rpc.constraint, data.as_object_mut()) {
+                map.insert("constraint".into(), constraint.into());
+            }
+            serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": rpc.id,
+                "error": {"code": shape.rpc_code, "message": error_word, "data": data},
+            })
         }
     }
-    if !params.is_empty() {
-        challenge.push(' ');
-        challenge.push_str(&params.join(", "));
-    }
-    let body = serde_json::json!({
-        "error": error.unwrap_or("unauthorized"),
-        "reason": reason.code(),
-    })
     .to_string();
-    DenyResponse {
-        status,
-        www_authenticate: challenge,
-        body,
-    }
+    DenyResponse { status: shape.status, www_authenticate, body }
 }
 
 /// Configuration values that end up inside a quoted-string: keep them to visible ASCII without quotes
 /// or backslashes (the config loader already refuses anything else; this is the belt to that brace).
 fn quoted_safe(value: &str) -> String {
-    value
-        .chars()
-        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ')
-        .collect()
+    value.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ').collect()
 }

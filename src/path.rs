@@ -66,10 +66,7 @@ pub fn normalise(target: &str) -> Result<NormalisedPath, PathError> {
     if path.is_empty() || (decoded.ends_with('/') && !segments.is_empty()) {
         path.push('/');
     }
-    Ok(NormalisedPath {
-        path,
-        query: query.to_string(),
-    })
+    Ok(NormalisedPath { path, query: query.to_string() })
 }
 
 fn percent_decode_once(raw: &str) -> Result<String, PathError> {
@@ -131,16 +128,9 @@ mod tests {
             ("/api/caf%C3%A9", "/api/café"),
         ];
         for (input, want) in ok {
-            assert_eq!(
-                normalise(input).map(|p| p.path),
-                Ok(want.to_string()),
-                "{input}"
-            );
+            assert_eq!(normalise(input).map(|p| p.path), Ok(want.to_string()), "{input}");
         }
-        assert_eq!(
-            normalise("/a/b?x=%2F&y=1").map(|p| p.target()),
-            Ok("/a/b?x=%2F&y=1".to_string())
-        );
+        assert_eq!(normalise("/a/b?x=%2F&y=1").map(|p| p.target()), Ok("/a/b?x=%2F&y=1".to_string()));
         let bad = [
             ("api", PathError::NotOriginForm),
             ("/a%2Fb", PathError::EncodedSeparator),

@@ -23,11 +23,7 @@ pub fn b64url(bytes: &[u8]) -> String {
 impl TestKeys {
     pub fn from_json(text: &str) -> Result<TestKeys, String> {
         let doc: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let keys = doc
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or("no keys array")?
-            .clone();
+        let keys = doc.get("keys").and_then(Value::as_array).ok_or("no keys array")?.clone();
         Ok(TestKeys { keys })
     }
 
@@ -59,13 +55,7 @@ impl TestKeys {
 
     /// Sign `claims` with the private key `kid`. The header gets `alg`, `kid` and `typ: at+jwt`; members
     /// of `extra_header` are added or override (a `null` removes one).
-    pub fn sign(
-        &self,
-        kid: &str,
-        alg: &str,
-        extra_header: &Value,
-        claims: &Value,
-    ) -> Result<String, String> {
+    pub fn sign(&self, kid: &str, alg: &str, extra_header: &Value, claims: &Value) -> Result<String, String> {
         let key = self.private(kid)?;
         let mut header = Map::new();
         header.insert("alg".into(), json!(alg));
@@ -88,11 +78,7 @@ impl TestKeys {
 
 /// `base64url(header).base64url(claims)`.
 pub fn signing_input(header: &Value, claims: &Value) -> String {
-    format!(
-        "{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes())
-    )
+    format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()))
 }
 
 /// HS256 over `input` with an arbitrary secret (for algorithm-confusion tests).
@@ -107,36 +93,27 @@ pub fn hs256(secret: &[u8], input: &[u8]) -> Vec<u8> {
 }
 
 fn member(key: &Value, name: &str) -> Result<Vec<u8>, String> {
-    key.get(name)
-        .and_then(Value::as_str)
-        .and_then(b64url_decode)
-        .ok_or_else(|| format!("key member {name} missing"))
+    key.get(name).and_then(Value::as_str).and_then(b64url_decode).ok_or_else(|| format!("key member {name} missing"))
 }
 
 fn sign_bytes(key: &Value, alg: &str, input: &[u8]) -> Result<Vec<u8>, String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     match alg {
         "ES256" => {
-            let sk =
-                p256::ecdsa::SigningKey::from_slice(&member(key, "d")?).map_err(|e| err(&e))?;
+            let sk = p256::ecdsa::SigningKey::from_slice(&member(key, "d")?).map_err(|e| err(&e))?;
             let sig: p256::ecdsa::Signature = sk.sign(input);
             Ok(sig.to_vec())
         }
         "ES384" => {
-            let sk =
-                p384::ecdsa::SigningKey::from_slice(&member(key, "d")?).map_err(|e| err(&e))?;
+            let sk = p384::ecdsa::SigningKey::from_slice(&member(key, "d")?).map_err(|e| err(&e))?;
             let sig: p384::ecdsa::Signature = sk.sign(input);
             Ok(sig.to_vec())
         }
         "RS256" | "PS256" => {
             let big = |name: &str| member(key, name).map(|b| rsa::BigUint::from_bytes_be(&b));
-            let private = rsa::RsaPrivateKey::from_components(
-                big("n")?,
-                big("e")?,
-                big("d")?,
-                vec![big("p")?, big("q")?],
-            )
-            .map_err(|e| err(&e))?;
+            let private =
+                rsa::RsaPrivateKey::from_components(big("n")?, big("e")?, big("d")?, vec![big("p")?, big("q")?])
+                    .map_err(|e| err(&e))?;
             if alg == "RS256" {
                 let sk = rsa::pkcs1v15::SigningKey::<Sha256>::new(private);
                 Ok(sk.sign(input).to_vec())
@@ -148,9 +125,7 @@ fn sign_bytes(key: &Value, alg: &str, input: &[u8]) -> Result<Vec<u8>, String> {
             }
         }
         "EdDSA" | "Ed25519" => {
-            let seed: [u8; 32] = member(key, "d")?
-                .try_into()
-                .map_err(|_| "Ed25519 seed is 32 bytes".to_string())?;
+            let seed: [u8; 32] = member(key, "d")?.try_into().map_err(|_| "Ed25519 seed is 32 bytes".to_string())?;
             let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
             Ok(sk.sign(input).to_bytes().to_vec())
         }

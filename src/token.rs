@@ -147,10 +147,7 @@ pub fn verify(
     if token.len() > max_token_bytes {
         return Err(Reason::TokenTooLarge);
     }
-    if !token
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
+    if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
         return Err(Reason::TokenMalformed);
     }
     let mut parts = token.split('.');
@@ -175,21 +172,14 @@ pub fn verify(
 
     // the issuer decides which keys and algorithms apply; `iss` is still untrusted here
     let iss = raw.iss.as_deref().ok_or(Reason::IssuerUnknown)?;
-    let issuer = issuers
-        .iter()
-        .find(|i| i.issuer == iss)
-        .ok_or(Reason::IssuerUnknown)?;
-    let alg = Alg::from_name(alg_name)
-        .filter(|a| issuer.algorithms.contains(a))
-        .ok_or(Reason::AlgNotAllowed)?;
+    let issuer = issuers.iter().find(|i| i.issuer == iss).ok_or(Reason::IssuerUnknown)?;
+    let alg = Alg::from_name(alg_name).filter(|a| issuer.algorithms.contains(a)).ok_or(Reason::AlgNotAllowed)?;
     let key = issuer.keys.get(kid).ok_or(Reason::KidUnknown)?;
     if !key.algs.contains(&alg) {
         return Err(Reason::AlgKeyMismatch);
     }
     let signing_input_len = header_b64.len() + 1 + payload_b64.len();
-    let signing_input = token
-        .get(..signing_input_len)
-        .ok_or(Reason::TokenMalformed)?;
+    let signing_input = token.get(..signing_input_len).ok_or(Reason::TokenMalformed)?;
     if !key.verify(alg, signing_input.as_bytes(), &signature) {
         return Err(Reason::SignatureInvalid);
     }
@@ -200,12 +190,7 @@ pub fn verify(
         return Err(Reason::TypInvalid);
     }
     let claims = check_claims(raw, issuer, audience, now)?;
-    let verified = VerifiedToken {
-        claims,
-        kid: kid.to_string(),
-        alg,
-        clock_skew_s: issuer.clock_skew_s,
-    };
+    let verified = VerifiedToken { claims, kid: kid.to_string(), alg, clock_skew_s: issuer.clock_skew_s };
     verified.check_time(now)?;
     Ok(verified)
 }
@@ -251,12 +236,7 @@ fn numeric_date(value: Option<serde_json::Number>) -> Result<Option<i64>, Reason
     }
 }
 
-fn check_claims(
-    raw: RawClaims,
-    issuer: &Issuer,
-    audience: &str,
-    now: i64,
-) -> Result<Claims, Reason> {
+fn check_claims(raw: RawClaims, issuer: &Issuer, audience: &str, now: i64) -> Result<Claims, Reason> {
     let aud = match raw.aud {
         Some(OneOrMany::One(a)) => vec![a],
         Some(OneOrMany::Many(list)) => list,
@@ -292,12 +272,7 @@ fn check_claims(
         Some(sub) if !sub.is_empty() => sub,
         _ => return Err(Reason::SubMissing),
     };
-    if !issuer.subject_prefixes.is_empty()
-        && !issuer
-            .subject_prefixes
-            .iter()
-            .any(|p| sub.starts_with(p.as_str()))
-    {
+    if !issuer.subject_prefixes.is_empty() && !issuer.subject_prefixes.iter().any(|p| sub.starts_with(p.as_str())) {
         return Err(Reason::SubjectNotAllowed);
     }
     if !issuer.client_ids.is_empty() {
@@ -311,8 +286,7 @@ fn check_claims(
         // RFC 9396 §2: every entry has a string `type`; entries of other types are not ours to judge
         match entry.get("type").and_then(|t| t.as_str()) {
             Some(TOOL_CALL_TYPE) => {
-                let detail: ToolCallDetail =
-                    serde_json::from_value(entry).map_err(|_| Reason::ClaimsInvalid)?;
+                let detail: ToolCallDetail = serde_json::from_value(entry).map_err(|_| Reason::ClaimsInvalid)?;
                 authorization_details.push(detail);
             }
             Some(_) => {}
@@ -334,12 +308,7 @@ fn check_claims(
         client_id: raw.client_id,
         scope: raw
             .scope
-            .map(|s| {
-                s.split(' ')
-                    .filter(|v| !v.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|s| s.split(' ').filter(|v| !v.is_empty()).map(str::to_string).collect())
             .unwrap_or_default(),
         authorization_details,
         txn: raw.txn.filter(|t| !t.is_empty()),
@@ -357,11 +326,7 @@ fn parse_act_chain(act: &serde_json::Value) -> Result<Vec<String>, Reason> {
         if chain.len() >= MAX_ACT_PARSE_DEPTH {
             return Err(Reason::ClaimsInvalid);
         }
-        let sub = actor
-            .get("sub")
-            .and_then(|s| s.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or(Reason::ClaimsInvalid)?;
+        let sub = actor.get("sub").and_then(|s| s.as_str()).filter(|s| !s.is_empty()).ok_or(Reason::ClaimsInvalid)?;
         chain.push(sub.to_string());
         current = actor.get("act");
     }

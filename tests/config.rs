@@ -1,11 +1,6 @@
 //! A bad configuration is refused at load with a message naming the field and the value.
 // Tests may index and panic: a failure is the point (wasm-bindgen-test hides #[test] from clippy).
-#![allow(
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::unwrap_used,
-    clippy::expect_used
-)]
+#![allow(clippy::indexing_slicing, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -37,23 +32,16 @@ fn public(kid: &str) -> Value {
 fn the_test_policy_loads() {
     let policy = policy();
     assert_eq!(policy.issuers.len(), 2);
-    assert_eq!(policy.catalog.tools.len(), 6);
+    assert_eq!(policy.catalog.tools.len(), 12);
+    assert_eq!(policy.jsonrpc.endpoints.len(), 2);
 }
 
 #[test]
 fn bad_configs_name_the_field() {
     let cases: Vec<(&str, Value, &str)> = vec![
         ("not json", json!("{"), "(root)"),
-        (
-            "unknown top-level field",
-            broken(|d| d["audiance"] = json!("x")),
-            "unknown field `audiance`",
-        ),
-        (
-            "unknown nested field",
-            broken(|d| d["issuers"][0]["max_ttl"] = json!(5)),
-            "issuers[0]",
-        ),
+        ("unknown top-level field", broken(|d| d["audiance"] = json!("x")), "unknown field `audiance`"),
+        ("unknown nested field", broken(|d| d["issuers"][0]["max_ttl"] = json!(5)), "issuers[0]"),
         (
             "missing audience",
             broken(|d| {
@@ -61,16 +49,8 @@ fn bad_configs_name_the_field() {
             }),
             "missing field `audience`",
         ),
-        (
-            "empty audience",
-            broken(|d| d["audience"] = json!("")),
-            "audience: must not be empty",
-        ),
-        (
-            "empty issuer list",
-            broken(|d| d["issuers"] = json!([])),
-            "issuers: at least one issuer",
-        ),
+        ("empty audience", broken(|d| d["audience"] = json!("")), "audience: must not be empty"),
+        ("empty issuer list", broken(|d| d["issuers"] = json!([])), "issuers: at least one issuer"),
         (
             "duplicate issuer",
             broken(|d| {
@@ -79,16 +59,8 @@ fn bad_configs_name_the_field() {
             }),
             "issuers[1].issuer",
         ),
-        (
-            "no algorithms",
-            broken(|d| d["issuers"][0]["algorithms"] = json!([])),
-            "issuers[0].algorithms",
-        ),
-        (
-            "alg none",
-            broken(|d| d["issuers"][0]["algorithms"] = json!(["none"])),
-            "issuers[0].algorithms[0]: \"none\"",
-        ),
+        ("no algorithms", broken(|d| d["issuers"][0]["algorithms"] = json!([])), "issuers[0].algorithms"),
+        ("alg none", broken(|d| d["issuers"][0]["algorithms"] = json!(["none"])), "issuers[0].algorithms[0]: \"none\""),
         (
             "HS256 mixed with public keys",
             broken(|d| d["issuers"][0]["algorithms"] = json!(["ES256", "HS256"])),
@@ -107,9 +79,7 @@ fn bad_configs_name_the_field() {
         (
             "key without kid",
             broken(|d| {
-                d["issuers"][0]["jwks"]["keys"][0]
-                    .as_object_mut()
-                    .map(|k| k.remove("kid"));
+                d["issuers"][0]["jwks"]["keys"][0].as_object_mut().map(|k| k.remove("kid"));
             }),
             "issuers[0].jwks.keys[0]: kid: required",
         ),
@@ -128,17 +98,10 @@ fn bad_configs_name_the_field() {
             broken(|d| d["issuers"][0]["jwks"]["keys"][0]["d"] = json!("AAAA")),
             "private key members",
         ),
-        (
-            "unsupported curve",
-            broken(|d| d["issuers"][0]["jwks"]["keys"][0]["crv"] = json!("P-521")),
-            "crv: \"P-521\"",
-        ),
+        ("unsupported curve", broken(|d| d["issuers"][0]["jwks"]["keys"][0]["crv"] = json!("P-521")), "crv: \"P-521\""),
         (
             "point not on the curve",
-            broken(|d| {
-                d["issuers"][0]["jwks"]["keys"][0]["y"] =
-                    d["issuers"][0]["jwks"]["keys"][0]["x"].clone()
-            }),
+            broken(|d| d["issuers"][0]["jwks"]["keys"][0]["y"] = d["issuers"][0]["jwks"]["keys"][0]["x"].clone()),
             "not a point on P-256",
         ),
         (
@@ -151,41 +114,17 @@ fn bad_configs_name_the_field() {
             broken(|d| d["issuers"][0]["jwks"]["keys"] = json!([])),
             "issuers[0].jwks.keys: at least one key",
         ),
-        (
-            "zero max_ttl_s",
-            broken(|d| d["issuers"][0]["max_ttl_s"] = json!(0)),
-            "issuers[0].max_ttl_s: 0",
-        ),
-        (
-            "negative skew",
-            broken(|d| d["issuers"][0]["clock_skew_s"] = json!(-1)),
-            "issuers[0].clock_skew_s",
-        ),
-        (
-            "huge skew",
-            broken(|d| d["issuers"][0]["clock_skew_s"] = json!(3600)),
-            "issuers[0].clock_skew_s: 3600",
-        ),
-        (
-            "no token types",
-            broken(|d| d["issuers"][0]["token_types"] = json!([])),
-            "issuers[0].token_types",
-        ),
-        (
-            "unknown risk",
-            broken(|d| d["tools"][0]["risk"] = json!("dangerous")),
-            "tools[0].risk",
-        ),
+        ("zero max_ttl_s", broken(|d| d["issuers"][0]["max_ttl_s"] = json!(0)), "issuers[0].max_ttl_s: 0"),
+        ("negative skew", broken(|d| d["issuers"][0]["clock_skew_s"] = json!(-1)), "issuers[0].clock_skew_s"),
+        ("huge skew", broken(|d| d["issuers"][0]["clock_skew_s"] = json!(3600)), "issuers[0].clock_skew_s: 3600"),
+        ("no token types", broken(|d| d["issuers"][0]["token_types"] = json!([])), "issuers[0].token_types"),
+        ("unknown risk", broken(|d| d["tools"][0]["risk"] = json!("dangerous")), "tools[0].risk"),
         (
             "duplicate tool name",
             broken(|d| d["tools"][1]["name"] = json!("search_tickets")),
             "tools[1].name: \"search_tickets\" is a duplicate",
         ),
-        (
-            "no match rules",
-            broken(|d| d["tools"][0]["match"] = json!([])),
-            "tools[0].match",
-        ),
+        ("no match rules", broken(|d| d["tools"][0]["match"] = json!([])), "tools[0].match"),
         (
             "two path kinds",
             broken(|d| d["tools"][0]["match"][0]["path_prefix"] = json!("/api")),
@@ -206,11 +145,7 @@ fn bad_configs_name_the_field() {
             broken(|d| d["tools"][0]["match"][0]["methods"] = json!(["get"])),
             "tools[0].match[0].methods[0]",
         ),
-        (
-            "bad scope token",
-            broken(|d| d["tools"][0]["scopes"] = json!(["a b"])),
-            "tools[0].scopes[0]",
-        ),
+        ("bad scope token", broken(|d| d["tools"][0]["scopes"] = json!(["a b"])), "tools[0].scopes[0]"),
         (
             "bad header matcher",
             broken(|d| d["tools"][0]["match"][0]["headers"] = json!([{"name": "x-a"}])),
@@ -221,26 +156,12 @@ fn bad_configs_name_the_field() {
             broken(|d| d["step_up"]["acr_values"] = json!([])),
             "step_up.acr_values: required",
         ),
-        (
-            "bad audit prefix",
-            broken(|d| d["audit"] = json!({"header_prefix": "X Intent"})),
-            "audit.header_prefix",
-        ),
-        (
-            "bad mode",
-            broken(|d| d["mode"] = json!("permissive")),
-            "mode",
-        ),
-        (
-            "token cap too small",
-            broken(|d| d["max_token_bytes"] = json!(10)),
-            "max_token_bytes: 10",
-        ),
+        ("bad audit prefix", broken(|d| d["audit"] = json!({"header_prefix": "X Intent"})), "audit.header_prefix"),
+        ("bad mode", broken(|d| d["mode"] = json!("permissive")), "mode"),
+        ("token cap too small", broken(|d| d["max_token_bytes"] = json!(10)), "max_token_bytes: 10"),
         (
             "ambiguous rules",
-            broken(|d| {
-                d["tools"][5]["match"] = json!([{"methods": ["GET"], "path": "/api/tickets"}])
-            }),
+            broken(|d| d["tools"][5]["match"] = json!([{"methods": ["GET"], "path": "/api/tickets"}])),
             "overlaps",
         ),
     ];
@@ -257,43 +178,28 @@ fn bad_configs_name_the_field() {
 #[test]
 fn ambiguity_is_resolved_by_priority_or_specificity() {
     // the same exact rule in two tools is refused…
-    let clash =
-        broken(|d| d["tools"][5]["match"] = json!([{"methods": ["GET"], "path": "/api/tickets"}]));
-    assert!(matches!(
-        Policy::from_json(clash.to_string().as_bytes()),
-        Err(ConfigError::AmbiguousRules { .. })
-    ));
+    let clash = broken(|d| d["tools"][5]["match"] = json!([{"methods": ["GET"], "path": "/api/tickets"}]));
+    assert!(matches!(Policy::from_json(clash.to_string().as_bytes()), Err(ConfigError::AmbiguousRules { .. })));
     // …unless one has a higher priority, which then wins
     let prioritised = broken(|d| {
         d["tools"][5]["match"] = json!([{"methods": ["GET"], "path": "/api/tickets"}]);
         d["tools"][5]["priority"] = json!(1);
     });
     let policy = policy_from(&prioritised);
-    let token = bearer(&es256(&with(
-        claims(),
-        json!({"scope": "admin", "txn": "t", "acr": "urn:test:mfa", "auth_time": NOW}),
-    )));
+    let token =
+        bearer(&es256(&with(claims(), json!({"scope": "admin", "txn": "t", "acr": "urn:test:mfa", "auth_time": NOW}))));
     let outcome = decide(&policy, "GET", "/api/tickets", &[&token]);
-    assert_eq!(
-        outcome.intent.map(|i| i.tool),
-        Some("admin_anything".to_string())
-    );
+    assert_eq!(outcome.intent.map(|i| i.tool), Some("admin_anything".to_string()));
     // exact beats template beats prefix without any priority
     let layered = broken(|d| {
         d["tools"][5]["match"] = json!([{"path_prefix": "/api"}]);
     });
     let policy = policy_from(&layered);
-    let tool_of = |path: &str| {
-        decide(&policy, "GET", path, &[&token])
-            .intent
-            .map(|i| i.tool)
-    };
+    let tool_of = |path: &str| decide(&policy, "GET", path, &[&token]).intent.map(|i| i.tool);
     assert_eq!(tool_of("/api/tickets"), Some("search_tickets".into()));
     assert_eq!(tool_of("/api/tickets/1"), Some("get_ticket".into()));
     assert_eq!(tool_of("/api/other"), Some("admin_anything".into()));
     // disjoint methods or header values are not ambiguous
-    let disjoint = broken(|d| {
-        d["tools"][5]["match"] = json!([{"methods": ["DELETE"], "path": "/api/tickets"}])
-    });
+    let disjoint = broken(|d| d["tools"][5]["match"] = json!([{"methods": ["DELETE"], "path": "/api/tickets"}]));
     assert!(Policy::from_json(disjoint.to_string().as_bytes()).is_ok());
 }

@@ -2,12 +2,7 @@
 //! produces it (checked by `every_reason_code_has_a_case`). Runs natively and, with
 //! wasm-bindgen-test, compiled to wasm32 in node.
 // Tests may index and panic: a failure is the point (wasm-bindgen-test hides #[test] from clippy).
-#![allow(
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::unwrap_used,
-    clippy::expect_used
-)]
+#![allow(clippy::indexing_slicing, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -27,20 +22,8 @@ struct Case {
     want: Reason,
 }
 
-fn case(
-    name: &'static str,
-    method: &'static str,
-    path: &'static str,
-    token: String,
-    want: Reason,
-) -> Case {
-    Case {
-        name,
-        method,
-        path,
-        authorization: vec![bearer(&token)],
-        want,
-    }
+fn case(name: &'static str, method: &'static str, path: &'static str, token: String, want: Reason) -> Case {
+    Case { name, method, path, authorization: vec![bearer(&token)], want }
 }
 
 fn rar(tool: &str, action: &str, privileges: &[&str]) -> Value {
@@ -57,22 +40,13 @@ fn cases() -> Vec<Case> {
         let other = es256(&with(c.clone(), json!({"jti": "other"})));
         format!("{rest}.{}", other.rsplit('.').next().unwrap_or_default())
     };
-    let alg_none = format!(
-        "{}.",
-        signing_input(
-            &json!({"alg": "none", "kid": "es256-1", "typ": "at+jwt"}),
-            &c
-        )
-    );
+    let alg_none = format!("{}.", signing_input(&json!({"alg": "none", "kid": "es256-1", "typ": "at+jwt"}), &c));
     // algorithm confusion: HS256 "signed" with the issuer's public key as the HMAC secret
     let confusion = {
         let header = json!({"alg": "HS256", "kid": "es256-1", "typ": "at+jwt"});
         let input = signing_input(&header, &c);
         let secret = public_es256.to_string();
-        format!(
-            "{input}.{}",
-            b64url(&hs256(secret.as_bytes(), input.as_bytes()))
-        )
+        format!("{input}.{}", b64url(&hs256(secret.as_bytes(), input.as_bytes())))
     };
     let duplicate_exp = {
         let payload = format!(
@@ -82,51 +56,19 @@ fn cases() -> Vec<Case> {
             NOW + 200
         );
         let header = r#"{"alg":"HS256","kid":"hs256-1","typ":"at+jwt"}"#;
-        let secret = keys()
-            .private("hs256-1")
-            .ok()
-            .and_then(|k| k.get("k").and_then(Value::as_str).map(str::to_string));
-        let secret = secret
-            .and_then(|s| intentgate::b64url_decode(&s))
-            .unwrap_or_default();
-        let input = format!(
-            "{}.{}",
-            b64url(header.as_bytes()),
-            b64url(payload.as_bytes())
-        );
+        let secret =
+            keys().private("hs256-1").ok().and_then(|k| k.get("k").and_then(Value::as_str).map(str::to_string));
+        let secret = secret.and_then(|s| intentgate::b64url_decode(&s)).unwrap_or_default();
+        let input = format!("{}.{}", b64url(header.as_bytes()), b64url(payload.as_bytes()));
         format!("{input}.{}", b64url(&hs256(&secret, input.as_bytes())))
     };
-    let write = with(
-        c.clone(),
-        json!({"scope": "tickets:write", "txn": "task-1"}),
-    );
-    let credential = with(
-        c.clone(),
-        json!({"scope": "secrets:rotate", "txn": "task-1"}),
-    );
+    let write = with(c.clone(), json!({"scope": "tickets:write", "txn": "task-1"}));
+    let credential = with(c.clone(), json!({"scope": "secrets:rotate", "txn": "task-1"}));
     vec![
         // allowed
-        case(
-            "read by scope",
-            "GET",
-            "/api/tickets",
-            es256(&c),
-            Reason::ScopeGranted,
-        ),
-        case(
-            "read by template",
-            "GET",
-            "/api/tickets/42",
-            es256(&c),
-            Reason::ScopeGranted,
-        ),
-        case(
-            "write by scope with txn",
-            "PUT",
-            "/api/tickets/42",
-            es256(&write),
-            Reason::ScopeGranted,
-        ),
+        case("read by scope", "GET", "/api/tickets", es256(&c), Reason::ScopeGranted),
+        case("read by template", "GET", "/api/tickets/42", es256(&c), Reason::ScopeGranted),
+        case("write by scope with txn", "PUT", "/api/tickets/42", es256(&write), Reason::ScopeGranted),
         case(
             "write by authorization_details",
             "PATCH",
@@ -142,50 +84,18 @@ fn cases() -> Vec<Case> {
             "credential with fresh step-up",
             "POST",
             "/api/secrets/db/rotate",
-            es256(&with(
-                credential.clone(),
-                json!({"acr": "urn:test:mfa", "auth_time": NOW - 60}),
-            )),
+            es256(&with(credential.clone(), json!({"acr": "urn:test:mfa", "auth_time": NOW - 60}))),
             Reason::ScopeGranted,
         ),
-        case(
-            "ES384",
-            "GET",
-            "/api/tickets",
-            mint("es384-1", "ES384", json!({}), &c),
-            Reason::ScopeGranted,
-        ),
-        case(
-            "RS256",
-            "GET",
-            "/api/tickets",
-            mint("rsa-1", "RS256", json!({}), &c),
-            Reason::ScopeGranted,
-        ),
-        case(
-            "PS256",
-            "GET",
-            "/api/tickets",
-            mint("rsa-1", "PS256", json!({}), &c),
-            Reason::ScopeGranted,
-        ),
-        case(
-            "EdDSA",
-            "GET",
-            "/api/tickets",
-            mint("ed25519-1", "EdDSA", json!({}), &c),
-            Reason::ScopeGranted,
-        ),
+        case("ES384", "GET", "/api/tickets", mint("es384-1", "ES384", json!({}), &c), Reason::ScopeGranted),
+        case("RS256", "GET", "/api/tickets", mint("rsa-1", "RS256", json!({}), &c), Reason::ScopeGranted),
+        case("PS256", "GET", "/api/tickets", mint("rsa-1", "PS256", json!({}), &c), Reason::ScopeGranted),
+        case("EdDSA", "GET", "/api/tickets", mint("ed25519-1", "EdDSA", json!({}), &c), Reason::ScopeGranted),
         case(
             "HS256 at an HMAC issuer, typ JWT allowed there",
             "GET",
             "/api/tickets",
-            mint(
-                "hs256-1",
-                "HS256",
-                json!({"typ": "JWT"}),
-                &with(c.clone(), json!({"iss": HMAC_ISSUER})),
-            ),
+            mint("hs256-1", "HS256", json!({"typ": "JWT"}), &with(c.clone(), json!({"iss": HMAC_ISSUER}))),
             Reason::ScopeGranted,
         ),
         case(
@@ -209,13 +119,7 @@ fn cases() -> Vec<Case> {
             es256(&with(c.clone(), json!({"exp": NOW - 20, "iat": NOW - 100}))),
             Reason::ScopeGranted,
         ),
-        case(
-            "dot segments normalised",
-            "GET",
-            "/api/x/../tickets",
-            es256(&c),
-            Reason::ScopeGranted,
-        ),
+        case("dot segments normalised", "GET", "/api/x/../tickets", es256(&c), Reason::ScopeGranted),
         // the request itself
         Case {
             name: "two authorization headers",
@@ -225,19 +129,14 @@ fn cases() -> Vec<Case> {
             want: Reason::AuthorizationInvalid,
         },
         case(
-            "encoded slash",
+            "two credentials joined by a proxy",
             "GET",
-            "/api%2Ftickets",
-            es256(&c),
-            Reason::PathInvalid,
+            "/api/tickets",
+            format!("{},Bearer x", es256(&c)),
+            Reason::AuthorizationInvalid,
         ),
-        case(
-            "escapes root",
-            "GET",
-            "/../api/tickets",
-            es256(&c),
-            Reason::PathInvalid,
-        ),
+        case("encoded slash", "GET", "/api%2Ftickets", es256(&c), Reason::PathInvalid),
+        case("escapes root", "GET", "/../api/tickets", es256(&c), Reason::PathInvalid),
         Case {
             name: "no credentials",
             method: "GET",
@@ -253,27 +152,9 @@ fn cases() -> Vec<Case> {
             want: Reason::TokenMissing,
         },
         // the token's form and header
-        case(
-            "one segment",
-            "GET",
-            "/api/tickets",
-            "abc".into(),
-            Reason::TokenMalformed,
-        ),
-        case(
-            "four segments",
-            "GET",
-            "/api/tickets",
-            format!("{}.x", es256(&c)),
-            Reason::TokenMalformed,
-        ),
-        case(
-            "bad characters",
-            "GET",
-            "/api/tickets",
-            "a+b.c/d.e=".into(),
-            Reason::TokenMalformed,
-        ),
+        case("one segment", "GET", "/api/tickets", "abc".into(), Reason::TokenMalformed),
+        case("four segments", "GET", "/api/tickets", format!("{}.x", es256(&c)), Reason::TokenMalformed),
+        case("bad characters", "GET", "/api/tickets", "a+b.c/d.e=".into(), Reason::TokenMalformed),
         case(
             "payload not an object",
             "GET",
@@ -281,27 +162,9 @@ fn cases() -> Vec<Case> {
             raw_token(r#"{"alg":"ES256","kid":"es256-1"}"#, "[1,2]", b"sig"),
             Reason::TokenMalformed,
         ),
-        case(
-            "too large",
-            "GET",
-            "/api/tickets",
-            "a".repeat(9000),
-            Reason::TokenTooLarge,
-        ),
-        case(
-            "alg none",
-            "GET",
-            "/api/tickets",
-            alg_none,
-            Reason::AlgNotAllowed,
-        ),
-        case(
-            "HS256 with the public key as secret",
-            "GET",
-            "/api/tickets",
-            confusion,
-            Reason::AlgNotAllowed,
-        ),
+        case("too large", "GET", "/api/tickets", "a".repeat(9000), Reason::TokenTooLarge),
+        case("alg none", "GET", "/api/tickets", alg_none, Reason::AlgNotAllowed),
+        case("HS256 with the public key as secret", "GET", "/api/tickets", confusion, Reason::AlgNotAllowed),
         case(
             "ES384 claimed for a P-256 key",
             "GET",
@@ -330,13 +193,7 @@ fn cases() -> Vec<Case> {
             mint("es256-1", "ES256", json!({"crit": ["exp"], "exp": 1}), &c),
             Reason::CritUnsupported,
         ),
-        case(
-            "typ JWT",
-            "GET",
-            "/api/tickets",
-            mint("es256-1", "ES256", json!({"typ": "JWT"}), &c),
-            Reason::TypInvalid,
-        ),
+        case("typ JWT", "GET", "/api/tickets", mint("es256-1", "ES256", json!({"typ": "JWT"}), &c), Reason::TypInvalid),
         case(
             "typ missing",
             "GET",
@@ -344,13 +201,7 @@ fn cases() -> Vec<Case> {
             mint("es256-1", "ES256", json!({"typ": null}), &c),
             Reason::TypInvalid,
         ),
-        case(
-            "tampered signature",
-            "GET",
-            "/api/tickets",
-            tampered,
-            Reason::SignatureInvalid,
-        ),
+        case("tampered signature", "GET", "/api/tickets", tampered, Reason::SignatureInvalid),
         case(
             "signed by another key under a known kid",
             "GET",
@@ -373,20 +224,8 @@ fn cases() -> Vec<Case> {
             es256(&with(c.clone(), json!({"aud": "https://other.test"}))),
             Reason::AudienceMismatch,
         ),
-        case(
-            "no exp",
-            "GET",
-            "/api/tickets",
-            es256(&with(c.clone(), json!({"exp": null}))),
-            Reason::ExpMissing,
-        ),
-        case(
-            "no iat",
-            "GET",
-            "/api/tickets",
-            es256(&with(c.clone(), json!({"iat": null}))),
-            Reason::IatMissing,
-        ),
+        case("no exp", "GET", "/api/tickets", es256(&with(c.clone(), json!({"exp": null}))), Reason::ExpMissing),
+        case("no iat", "GET", "/api/tickets", es256(&with(c.clone(), json!({"iat": null}))), Reason::IatMissing),
         case(
             "expired",
             "GET",
@@ -405,29 +244,17 @@ fn cases() -> Vec<Case> {
             "iat in the future",
             "GET",
             "/api/tickets",
-            es256(&with(
-                c.clone(),
-                json!({"iat": NOW + 120, "exp": NOW + 300}),
-            )),
+            es256(&with(c.clone(), json!({"iat": NOW + 120, "exp": NOW + 300}))),
             Reason::IatInFuture,
         ),
         case(
             "lifetime over max_ttl_s",
             "GET",
             "/api/tickets",
-            es256(&with(
-                c.clone(),
-                json!({"iat": NOW - 10, "exp": NOW + 3600}),
-            )),
+            es256(&with(c.clone(), json!({"iat": NOW - 10, "exp": NOW + 3600}))),
             Reason::LifetimeTooLong,
         ),
-        case(
-            "no jti",
-            "GET",
-            "/api/tickets",
-            es256(&with(c.clone(), json!({"jti": null}))),
-            Reason::JtiMissing,
-        ),
+        case("no jti", "GET", "/api/tickets", es256(&with(c.clone(), json!({"jti": null}))), Reason::JtiMissing),
         case(
             "jti too long",
             "GET",
@@ -435,13 +262,7 @@ fn cases() -> Vec<Case> {
             es256(&with(c.clone(), json!({"jti": "j".repeat(300)}))),
             Reason::JtiInvalid,
         ),
-        case(
-            "no sub",
-            "GET",
-            "/api/tickets",
-            es256(&with(c.clone(), json!({"sub": null}))),
-            Reason::SubMissing,
-        ),
+        case("no sub", "GET", "/api/tickets", es256(&with(c.clone(), json!({"sub": null}))), Reason::SubMissing),
         case(
             "sub outside the prefixes",
             "GET",
@@ -470,13 +291,7 @@ fn cases() -> Vec<Case> {
             es256(&with(c.clone(), json!({"exp": "tomorrow"}))),
             Reason::ClaimsInvalid,
         ),
-        case(
-            "exp twice",
-            "GET",
-            "/api/tickets",
-            duplicate_exp,
-            Reason::ClaimsInvalid,
-        ),
+        case("exp twice", "GET", "/api/tickets", duplicate_exp, Reason::ClaimsInvalid),
         case(
             "act without sub",
             "GET",
@@ -495,27 +310,9 @@ fn cases() -> Vec<Case> {
             Reason::ClaimsInvalid,
         ),
         // the call against the task
-        case(
-            "no tool matches",
-            "GET",
-            "/api/unknown",
-            es256(&c),
-            Reason::ToolUnknown,
-        ),
-        case(
-            "method not in the rule",
-            "DELETE",
-            "/api/tickets",
-            es256(&c),
-            Reason::ToolUnknown,
-        ),
-        case(
-            "prefix is segment-aware",
-            "GET",
-            "/administrator",
-            es256(&c),
-            Reason::ToolUnknown,
-        ),
+        case("no tool matches", "GET", "/api/unknown", es256(&c), Reason::ToolUnknown),
+        case("method not in the rule", "DELETE", "/api/tickets", es256(&c), Reason::ToolUnknown),
+        case("prefix is segment-aware", "GET", "/administrator", es256(&c), Reason::ToolUnknown),
         case(
             "write with a read scope",
             "PUT",
@@ -561,20 +358,14 @@ fn cases() -> Vec<Case> {
             "credential with a stale auth_time",
             "POST",
             "/api/secrets/db/rotate",
-            es256(&with(
-                credential.clone(),
-                json!({"acr": "urn:test:mfa", "auth_time": NOW - 301}),
-            )),
+            es256(&with(credential.clone(), json!({"acr": "urn:test:mfa", "auth_time": NOW - 301}))),
             Reason::StepUpRequired,
         ),
         case(
             "credential with the wrong acr",
             "POST",
             "/api/secrets/db/rotate",
-            es256(&with(
-                credential,
-                json!({"acr": "urn:test:password", "auth_time": NOW - 60}),
-            )),
+            es256(&with(credential, json!({"acr": "urn:test:password", "auth_time": NOW - 60}))),
             Reason::StepUpRequired,
         ),
     ]
@@ -588,10 +379,7 @@ fn decisions_match_the_table() {
         let authorization: Vec<&str> = case.authorization.iter().map(String::as_str).collect();
         let outcome = decide(&policy, case.method, case.path, &authorization);
         if outcome.reason != case.want {
-            failures.push(format!(
-                "{}: got {:?}, want {:?}",
-                case.name, outcome.reason, case.want
-            ));
+            failures.push(format!("{}: got {:?}, want {:?}", case.name, outcome.reason, case.want));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -600,36 +388,21 @@ fn decisions_match_the_table() {
 #[test]
 fn every_reason_code_has_a_case() {
     let mut covered: HashSet<Reason> = cases().iter().map(|c| c.want).collect();
+    covered.extend(rpc_cases().iter().map(|c| c.want));
     // produced by a policy with `unknown_tool: allow_with_token`, below
     covered.insert(Reason::UnknownToolAllowed);
-    let missing: Vec<&str> = Reason::ALL
-        .iter()
-        .filter(|r| !covered.contains(r))
-        .map(|r| r.code())
-        .collect();
+    let missing: Vec<&str> = Reason::ALL.iter().filter(|r| !covered.contains(r)).map(|r| r.code()).collect();
     assert!(missing.is_empty(), "reasons without a case: {missing:?}");
 }
 
 #[test]
 fn unknown_tool_can_be_allowed_with_a_valid_token_only() {
-    let policy = policy_from(&with(
-        policy_json(),
-        json!({"unknown_tool": "allow_with_token"}),
-    ));
+    let policy = policy_from(&with(policy_json(), json!({"unknown_tool": "allow_with_token"})));
     let token = es256(&claims());
-    assert_eq!(
-        decide(&policy, "GET", "/api/unknown", &[&bearer(&token)]).reason,
-        Reason::UnknownToolAllowed
-    );
-    assert_eq!(
-        decide(&policy, "GET", "/api/unknown", &[]).reason,
-        Reason::TokenMissing
-    );
+    assert_eq!(decide(&policy, "GET", "/api/unknown", &[&bearer(&token)]).reason, Reason::UnknownToolAllowed);
+    assert_eq!(decide(&policy, "GET", "/api/unknown", &[]).reason, Reason::TokenMissing);
     // a known tool is still enforced
-    assert_eq!(
-        decide(&policy, "PUT", "/api/tickets/1", &[&bearer(&token)]).reason,
-        Reason::ScopeInsufficient
-    );
+    assert_eq!(decide(&policy, "PUT", "/api/tickets/1", &[&bearer(&token)]).reason, Reason::ScopeInsufficient);
 }
 
 #[test]
@@ -641,9 +414,7 @@ fn dry_run_passes_denials_but_keeps_the_decision() {
     assert_eq!(outcome.decision(), "deny");
     assert!(outcome.passes());
     assert!(outcome.enforced_denial(&policy).is_none());
-    assert!(decide(&enforcing, "GET", "/api/tickets", &[])
-        .enforced_denial(&enforcing)
-        .is_some());
+    assert!(decide(&enforcing, "GET", "/api/tickets", &[]).enforced_denial(&enforcing).is_some());
 }
 
 #[test]
@@ -652,40 +423,17 @@ fn verified_tokens_are_cached_until_they_expire_and_failures_are_not() {
     let mut cache = TokenCache::new(4);
     let token = bearer(&es256(&claims()));
     let first = decide_with(&policy, "GET", "/api/tickets", &[&token], &mut cache, NOW);
-    let second = decide_with(
-        &policy,
-        "GET",
-        "/api/tickets/1",
-        &[&token],
-        &mut cache,
-        NOW + 1,
-    );
-    assert_eq!(
-        (first.token_cache, second.token_cache),
-        (Some(false), Some(true))
-    );
+    let second = decide_with(&policy, "GET", "/api/tickets/1", &[&token], &mut cache, NOW + 1);
+    assert_eq!((first.token_cache, second.token_cache), (Some(false), Some(true)));
     assert_eq!(second.reason, Reason::ScopeGranted);
     // past exp + skew the cached entry is not used, and verification gives the precise reason
-    let late = decide_with(
-        &policy,
-        "GET",
-        "/api/tickets",
-        &[&token],
-        &mut cache,
-        NOW + 290 + 30,
-    );
-    assert_eq!(
-        (late.token_cache, late.reason),
-        (Some(false), Reason::TokenExpired)
-    );
+    let late = decide_with(&policy, "GET", "/api/tickets", &[&token], &mut cache, NOW + 290 + 30);
+    assert_eq!((late.token_cache, late.reason), (Some(false), Reason::TokenExpired));
     // a failure is never cached
     let bad = bearer(&es256(&with(claims(), json!({"aud": "x"}))));
     for _ in 0..2 {
         let outcome = decide_with(&policy, "GET", "/api/tickets", &[&bad], &mut cache, NOW);
-        assert_eq!(
-            (outcome.token_cache, outcome.reason),
-            (Some(false), Reason::AudienceMismatch)
-        );
+        assert_eq!((outcome.token_cache, outcome.reason), (Some(false), Reason::AudienceMismatch));
     }
     assert_eq!(cache.len(), 0);
 }
@@ -707,26 +455,17 @@ fn denials_render_per_token_profile_section_8() {
     let policy = policy();
     let render = |method: &str, path: &str, auth: &[&str]| {
         let outcome = decide(&policy, method, path, auth);
-        deny_response(outcome.reason, &outcome.needed, None)
+        deny_response(outcome.reason, &outcome.needed, None, None)
     };
     let missing = render("GET", "/api/tickets", &[]);
-    assert_eq!(
-        (missing.status, missing.www_authenticate.as_str()),
-        (401, "Bearer")
-    );
-    assert_eq!(
-        missing.body,
-        r#"{"error":"unauthorized","reason":"token_missing"}"#
-    );
+    assert_eq!((missing.status, missing.www_authenticate.as_deref().unwrap_or("")), (401, "Bearer"));
+    assert_eq!(missing.body, r#"{"error":"unauthorized","reason":"token_missing"}"#);
 
-    let expired = bearer(&es256(&with(
-        claims(),
-        json!({"exp": NOW - 100, "iat": NOW - 200}),
-    )));
+    let expired = bearer(&es256(&with(claims(), json!({"exp": NOW - 100, "iat": NOW - 200}))));
     let r = render("GET", "/api/tickets", &[&expired]);
     assert_eq!(r.status, 401);
     assert_eq!(
-        r.www_authenticate,
+        r.www_authenticate.as_deref().unwrap_or(""),
         r#"Bearer error="invalid_token", error_description="token_expired""#
     );
 
@@ -734,37 +473,32 @@ fn denials_render_per_token_profile_section_8() {
     let r = render("PUT", "/api/tickets/1", &[&token]);
     assert_eq!(r.status, 403);
     assert_eq!(
-        r.www_authenticate,
+        r.www_authenticate.as_deref().unwrap_or(""),
         r#"Bearer error="insufficient_scope", error_description="scope_insufficient", scope="tickets:write""#
     );
 
-    let token = bearer(&es256(&with(
-        claims(),
-        json!({"scope": "secrets:rotate", "txn": "t"}),
-    )));
+    let token = bearer(&es256(&with(claims(), json!({"scope": "secrets:rotate", "txn": "t"}))));
     let r = render("POST", "/api/secrets/a/rotate", &[&token]);
     assert_eq!(r.status, 401);
     assert_eq!(
-        r.www_authenticate,
+        r.www_authenticate.as_deref().unwrap_or(""),
         r#"Bearer error="insufficient_user_authentication", error_description="step_up_required", acr_values="urn:test:mfa", max_age="300""#
     );
 
     let r = render("GET", "/a%2fb", &[&token]);
     assert_eq!(
-        (r.status, r.www_authenticate.as_str()),
-        (
-            400,
-            r#"Bearer error="invalid_request", error_description="path_invalid""#
-        )
+        (r.status, r.www_authenticate.as_deref().unwrap_or("")),
+        (400, r#"Bearer error="invalid_request", error_description="path_invalid""#)
     );
 
     let with_metadata = deny_response(
         Reason::TokenMissing,
         &intentgate::Needed::Nothing,
         Some("https://tools.test/.well-known/oauth-protected-resource"),
+        None,
     );
     assert_eq!(
-        with_metadata.www_authenticate,
+        with_metadata.www_authenticate.as_deref().unwrap_or(""),
         r#"Bearer resource_metadata="https://tools.test/.well-known/oauth-protected-resource""#
     );
 }
@@ -772,15 +506,11 @@ fn denials_render_per_token_profile_section_8() {
 #[test]
 fn nothing_from_the_token_is_echoed_in_a_denial() {
     let policy = policy();
-    let token = es256(&with(
-        claims(),
-        json!({"aud": "https://secret-audience.test", "sub": "spiffe://test/agent/s3cr3t"}),
-    ));
+    let token =
+        es256(&with(claims(), json!({"aud": "https://secret-audience.test", "sub": "spiffe://test/agent/s3cr3t"})));
     let outcome = decide(&policy, "GET", "/api/tickets", &[&bearer(&token)]);
-    let r = deny_response(outcome.reason, &outcome.needed, None);
-    for text in [&r.www_authenticate, &r.body] {
-        assert!(
-            !text.contains("secret-audience") && !text.contains("s3cr3t") && !text.contains(&token)
-        );
+    let r = deny_response(outcome.reason, &outcome.needed, None, None);
+    for text in [r.www_authenticate.as_deref().unwrap_or(""), r.body.as_str()] {
+        assert!(!text.contains("secret-audience") && !text.contains("s3cr3t") && !text.contains(&token));
     }
 }

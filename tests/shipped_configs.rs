@@ -2,12 +2,7 @@
 //! `envoy/policies/`, the plugin configurations embedded in `envoy/*.yaml` and the example in the
 //! README — goes through the real loader. (Native only: it reads files.)
 // Tests may index and panic: a failure is the point (wasm-bindgen-test hides #[test] from clippy).
-#![allow(
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::unwrap_used,
-    clippy::expect_used
-)]
+#![allow(clippy::indexing_slicing, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 #![cfg(not(target_arch = "wasm32"))]
 
 use intentgate::Policy;
@@ -46,9 +41,7 @@ fn embedded_policies(yaml: &serde_yaml::Value, out: &mut Vec<String>) {
 }
 
 fn load(what: &str, text: &str) -> Result<(), String> {
-    Policy::from_json(text.as_bytes())
-        .map(|_| ())
-        .map_err(|e| format!("{what}: {e}"))
+    Policy::from_json(text.as_bytes()).map(|_| ()).map_err(|e| format!("{what}: {e}"))
 }
 
 #[test]
@@ -80,10 +73,7 @@ fn every_shipped_policy_loads() {
         }
     }
     assert!(errors.is_empty(), "{}", errors.join("\n"));
-    assert!(
-        loaded >= 2,
-        "expected the e2e policy and the demo config, loaded {loaded}"
-    );
+    assert!(loaded >= 2, "expected the e2e policy and the demo config, loaded {loaded}");
 }
 
 #[test]
@@ -91,15 +81,8 @@ fn the_readme_example_loads() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap_or_default();
     // the complete example is the first ```json block after the "Configuration" heading
     let section = readme.split("## Configuration").nth(1).unwrap_or("");
-    let example = section
-        .split("```json")
-        .nth(1)
-        .and_then(|s| s.split("```").next())
-        .unwrap_or("");
-    assert!(
-        !example.is_empty(),
-        "README has no json example under ## Configuration"
-    );
+    let example = section.split("```json").nth(1).and_then(|s| s.split("```").next()).unwrap_or("");
+    assert!(!example.is_empty(), "README has no json example under ## Configuration");
     if let Err(e) = load("README example", example) {
         panic!("{e}");
     }

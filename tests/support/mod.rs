@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use intentgate::testkit::{b64url, TestKeys};
-use intentgate::{evaluate, Outcome, Policy, RequestFacts, TokenCache};
+use intentgate::{evaluate, start, Body, Outcome, Policy, RequestFacts, Step, TokenCache};
 use serde_json::{json, Value};
 
 pub const NOW: i64 = 1_800_000_000;
@@ -52,8 +52,27 @@ pub fn policy_json() -> Value {
             {"name": "refund_payment", "action": "payments.refund", "risk": "payment",
              "match": [{"methods": ["POST"], "path": "/api/payments/refund"}]},
             {"name": "admin_anything", "action": "admin", "risk": "infra", "scopes": ["admin"],
-             "match": [{"path_prefix": "/admin"}]}
-        ]
+             "match": [{"path_prefix": "/admin"}]},
+            {"name": "mcp_search_tickets", "risk": "read", "scopes": ["tickets:read"], "mcp": {"tool": "search_tickets"}},
+            {"name": "mcp_refund", "risk": "payment", "mcp": {"tool": "refund_payment"},
+             "constraints": [
+                {"id": "amount_within_task", "argument": "/amount", "op": "<=", "limit": "/amount/max"},
+                {"id": "currency_allowed", "argument": "/currency", "op": "in", "value": ["EUR", "USD"]}
+             ]},
+            {"name": "mcp_docs", "risk": "read", "scopes": ["docs:read"], "mcp": {"resource_prefix": "file:///docs/"}},
+            {"name": "mcp_summarize", "risk": "read", "scopes": ["docs:read"], "mcp": {"prompt": "summarize"}},
+            {"name": "billing_send", "risk": "write", "scopes": ["billing:send"],
+             "a2a": {"agent": "billing", "methods": ["SendMessage", "SendStreamingMessage"]}},
+            {"name": "billing_tasks", "risk": "read", "scopes": ["billing:read"],
+             "a2a": {"agent": "billing", "methods": ["GetTask", "ListTasks"]}}
+        ],
+        "jsonrpc": {
+            "max_body_bytes": 4096,
+            "endpoints": [
+                {"protocol": "mcp", "path": "/mcp"},
+                {"protocol": "a2a", "path": "/a2a/billing", "agent": "billing"}
+            ]
+        }
     })
 }
 
@@ -108,12 +127,7 @@ pub fn es256(claims: &Value) -> String {
 
 /// A token assembled from raw parts (for payloads serde_json cannot produce, like duplicate keys).
 pub fn raw_token(header: &str, payload: &str, signature: &[u8]) -> String {
-    format!(
-        "{}.{}.{}",
-        b64url(header.as_bytes()),
-        b64url(payload.as_bytes()),
-        b64url(signature)
-    )
+    format!("{}.{}.{}", b64url(header.as_bytes()), b64url(payload.as_bytes()), b64url(signature))
 }
 
 pub fn decide(policy: &Policy, method: &str, path: &str, authorization: &[&str]) -> Outcome {
@@ -134,20 +148,138 @@ pub fn decide_with(
         (":path".to_string(), path.to_string()),
         (":authority".to_string(), "tools.test".to_string()),
     ];
-    headers.extend(
-        authorization
-            .iter()
-            .map(|a| ("authorization".to_string(), a.to_string())),
-    );
-    let facts = RequestFacts {
-        method,
-        path,
-        authority: "tools.test",
-        headers: &headers,
-    };
+    headers.extend(authorization.iter().map(|a| ("authorization".to_string(), a.to_string())));
+    let facts = RequestFacts { method, path, authority: "tools.test", headers: &headers, body: Body::NotRead };
     evaluate(policy, &facts, now, cache)
 }
 
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
+}
+
+/// A JSON-RPC POST to `path` with `body` (or another body state), extra headers, and a token.
+pub fn decide_rpc(policy: &Policy, path: &str, extra: &[(&str, &str)], body: Body<'_>, token: Option<&str>) -> Outcome {
+    let mut headers = vec![
+        (":method".to_string(), "POST".to_string()),
+        (":path".to_string(), path.to_string()),
+        (":authority".to_string(), "tools.test".to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+    ];
+    for (name, value) in extra {
+        headers.retain(|(n, _)| n != name);
+        headers.push((name.to_string(), value.to_string()));
+    }
+    if let Some(token) = token {
+        headers.push(("authorization".to_string(), bearer(token)));
+    }
+    let facts = RequestFacts { method: "POST", path, authority: "tools.test", headers: &headers, body };
+    let mut cache = TokenCache::new(16);
+    match start(policy, &facts, NOW, &mut cache) {
+        Step::Decided(outcome) => *outcome,
+        Step::ReadBody { .. } => evaluate(policy, &facts, NOW, &mut cache),
+    }
+}
+
+pub fn rpc(method: &str, params: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}).to_string()
+}
+
+/// A token that may refund up to `max` within task `task-9`, with fresh step-up.
+pub fn refund_token(max: f64) -> String {
+    es256(&with(
+        claims(),
+        json!({
+            "scope": "tickets:read",
+            "txn": "task-9",
+            "acr": "urn:test:mfa",
+            "auth_time": NOW - 30,
+            "authorization_details": [{
+                "type": "urn:intentgate:tool-call", "locations": [AUDIENCE], "actions": ["tools/call"],
+                "identifier": "refund_payment", "privileges": ["payment"], "limits": {"amount": {"max": max}}
+            }]
+        }),
+    ))
+}
+
+/// One JSON-RPC decision case.
+pub struct RpcCase {
+    pub name: &'static str,
+    pub path: &'static str,
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: Option<String>,
+    pub token: Option<String>,
+    pub want: intentgate::Reason,
+}
+
+pub fn rpc_cases() -> Vec<RpcCase> {
+    use intentgate::Reason::*;
+    let read = es256(&claims());
+    let refund = refund_token(50.0);
+    let docs = es256(&with(claims(), json!({"scope": "docs:read"})));
+    let billing = es256(&with(claims(), json!({"scope": "billing:send", "txn": "task-3"})));
+    let c = |name, body: String, token: &str, want| RpcCase {
+        name,
+        path: "/mcp",
+        headers: vec![],
+        body: Some(body),
+        token: Some(token.to_string()),
+        want,
+    };
+    let refund_call = |args: Value| rpc("tools/call", json!({"name": "refund_payment", "arguments": args}));
+    vec![
+        c("tools/call in scope", rpc("tools/call", json!({"name": "search_tickets", "arguments": {"query": "vpn"}})), &read, ScopeGranted),
+        c("refund within the task's limit", refund_call(json!({"amount": 50, "currency": "EUR"})), &refund, AuthorizationDetailsGranted),
+        c("refund over the task's limit", refund_call(json!({"amount": 50.01, "currency": "EUR"})), &refund, ArgumentConstraintFailed),
+        c("refund in another currency", refund_call(json!({"amount": 5, "currency": "GBP"})), &refund, ArgumentConstraintFailed),
+        c("refund without an amount", refund_call(json!({"currency": "EUR"})), &refund, ArgumentMissing),
+        c("refund with a read-only token", refund_call(json!({"amount": 1, "currency": "EUR"})), &read, ScopeInsufficient),
+        c("unknown tool", rpc("tools/call", json!({"name": "delete_everything"})), &read, ScopeInsufficient),
+        c("look-alike tool name (Cyrillic e)", rpc("tools/call", json!({"name": "search_tick\u{0435}ts"})), &read, ScopeInsufficient),
+        c("tool name differing in case", rpc("tools/call", json!({"name": "Search_Tickets"})), &read, ScopeInsufficient),
+        c("resource under the prefix", rpc("resources/read", json!({"uri": "file:///docs/a.md"})), &docs, ScopeGranted),
+        c("resource outside the prefix", rpc("resources/read", json!({"uri": "file:///etc/passwd"})), &docs, ScopeInsufficient),
+        c("prompt", rpc("prompts/get", json!({"name": "summarize"})), &docs, ScopeGranted),
+        c("tools/list", rpc("tools/list", json!({})), &read, ListAllowed),
+        c("initialize", rpc("initialize", json!({"protocolVersion": "2025-11-25"})), &read, ProtocolMethodAllowed),
+        c("notification", json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(), &read, ProtocolMethodAllowed),
+        c("server-side method", rpc("sampling/createMessage", json!({})), &read, MethodNotAllowed),
+        c("batch", format!("[{}]", rpc("tools/call", json!({"name": "search_tickets"}))), &read, JsonrpcBatch),
+        c("duplicate method", r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"refund_payment"}}"#.into(), &read, JsonDuplicateKey),
+        c("duplicate tool name", r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_tickets","name":"refund_payment"}}"#.into(), &read, JsonDuplicateKey),
+        c("truncated", r#"{"jsonrpc":"2.0","id":1,"method":"tools/ca"#.into(), &read, JsonInvalid),
+        c("deeply nested", format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"search_tickets","arguments":{{"q":{}1{}}}}}}}"#, "[".repeat(200), "]".repeat(200)), &read, JsonInvalid),
+        c("method missing", r#"{"jsonrpc":"2.0","id":1,"params":{}}"#.into(), &read, JsonrpcInvalid),
+        c("tool name not a string", rpc("tools/call", json!({"name": ["search_tickets"]})), &read, ParamsInvalid),
+        c("token missing", rpc("tools/list", json!({})), "", TokenMissing),
+        RpcCase { name: "mcp-method header mismatch", path: "/mcp", headers: vec![("mcp-method", "tools/list")],
+            body: Some(rpc("tools/call", json!({"name": "search_tickets"}))), token: Some(read.clone()), want: McpHeaderMismatch },
+        RpcCase { name: "mcp-name header mismatch", path: "/mcp", headers: vec![("mcp-method", "tools/call"), ("mcp-name", "search_tickets")],
+            body: Some(rpc("tools/call", json!({"name": "refund_payment"}))), token: Some(read.clone()), want: McpHeaderMismatch },
+        RpcCase { name: "mcp headers matching", path: "/mcp", headers: vec![("mcp-method", "tools/call"), ("mcp-name", "search_tickets")],
+            body: Some(rpc("tools/call", json!({"name": "search_tickets"}))), token: Some(read.clone()), want: ScopeGranted },
+        RpcCase { name: "body over the cap", path: "/mcp", headers: vec![], body: None, token: Some(read.clone()), want: BodyTooLarge },
+        RpcCase { name: "declared length over the cap", path: "/mcp", headers: vec![("content-length", "5000")],
+            body: Some(rpc("tools/list", json!({}))), token: Some(read.clone()), want: BodyTooLarge },
+        RpcCase { name: "text/plain", path: "/mcp", headers: vec![("content-type", "text/plain")],
+            body: Some(rpc("tools/list", json!({}))), token: Some(read.clone()), want: ContentTypeUnsupported },
+        RpcCase { name: "gzip", path: "/mcp", headers: vec![("content-encoding", "gzip")],
+            body: Some(rpc("tools/list", json!({}))), token: Some(read.clone()), want: ContentEncodingUnsupported },
+        RpcCase { name: "a2a SendMessage", path: "/a2a/billing", headers: vec![],
+            body: Some(rpc("SendMessage", json!({"message": {"role": "ROLE_USER", "parts": [{"text": "invoice 7"}]}}))), token: Some(billing.clone()), want: ScopeGranted },
+        RpcCase { name: "a2a v0.3 message/send", path: "/a2a/billing", headers: vec![],
+            body: Some(rpc("message/send", json!({"message": {}}))), token: Some(billing.clone()), want: ScopeGranted },
+        RpcCase { name: "a2a GetTask outside the task", path: "/a2a/billing", headers: vec![],
+            body: Some(rpc("GetTask", json!({"id": "t1"}))), token: Some(billing.clone()), want: ScopeInsufficient },
+        RpcCase { name: "a2a unknown method", path: "/a2a/billing", headers: vec![],
+            body: Some(rpc("DeleteEverything", json!({}))), token: Some(billing), want: MethodNotAllowed },
+    ]
+}
+
+pub fn run_rpc_case(policy: &Policy, case: &RpcCase) -> Outcome {
+    let body = match &case.body {
+        Some(body) => Body::Complete(body.as_bytes()),
+        None => Body::TooLarge,
+    };
+    let token = case.token.as_deref().filter(|t| !t.is_empty());
+    decide_rpc(policy, case.path, &case.headers, body, token)
 }
