@@ -14,22 +14,13 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let path = std::env::var("INTENTGATE_TEST_KEYS").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-keys.json").to_string()
-    });
-    let keys =
-        TestKeys::from_json(&std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?)?;
+    let path = std::env::var("INTENTGATE_TEST_KEYS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-keys.json").to_string());
+    let keys = TestKeys::from_json(&std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?)?;
     let mut input = String::new();
-    std::io::stdin()
-        .read_to_string(&mut input)
-        .map_err(|e| e.to_string())?;
+    std::io::stdin().read_to_string(&mut input).map_err(|e| e.to_string())?;
     let request: Value = serde_json::from_str(&input).map_err(|e| format!("stdin: {e}"))?;
-    let field = |name: &str| {
-        request
-            .get(name)
-            .and_then(Value::as_str)
-            .ok_or(format!("stdin: {name} required"))
-    };
+    let field = |name: &str| request.get(name).and_then(Value::as_str).ok_or(format!("stdin: {name} required"));
     let token = keys.sign(
         field("kid")?,
         field("alg")?,
