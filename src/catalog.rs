@@ -18,6 +18,10 @@ pub struct Tool {
     pub identifier: String,
     pub kind: ToolKind,
     pub constraints: Vec<Constraint>,
+    /// A 2xx answer to this call ends the task: its `txn` is revoked on this Envoy.
+    pub completes_task: bool,
+    /// One token (`jti`) may make this call once.
+    pub single_use: bool,
 }
 
 /// How requests reach the tool.

@@ -7,6 +7,8 @@ use crate::catalog::{
 use crate::constraints::{Bound, Constraint, Op};
 use crate::jsonrpc::{Protocol, A2A_METHODS};
 use crate::keys::{compile_jwk, Alg};
+use crate::keyset::RemoteKeys;
+use crate::revocation::{Entries, Kind};
 use crate::token::{normalise_typ, Issuer};
 use crate::Risk;
 use serde::Deserialize;
@@ -89,6 +91,8 @@ struct ConfigDoc {
     #[serde(default)]
     jsonrpc: JsonRpcDoc,
     #[serde(default)]
+    revocation: RevocationDoc,
+    #[serde(default)]
     audit: AuditDoc,
     #[serde(default)]
     token_cache: TokenCacheDoc,
@@ -102,7 +106,8 @@ fn default_max_token_bytes() -> usize {
 #[serde(deny_unknown_fields)]
 struct IssuerDoc {
     issuer: String,
-    jwks: JwksDoc,
+    jwks: Option<JwksDoc>,
+    remote_jwks: Option<RemoteJwksDoc>,
     algorithms: Vec<String>,
     #[serde(default = "default_token_types")]
     token_types: Vec<String>,
@@ -134,6 +139,115 @@ struct JwksDoc {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RemoteJwksDoc {
+    cluster: String,
+    path: String,
+    authority: String,
+    #[serde(default)]
+    discovery: bool,
+    #[serde(default = "default_fetch_timeout")]
+    timeout_ms: u64,
+    #[serde(default = "default_max_jwks_bytes")]
+    max_bytes: usize,
+    #[serde(default = "default_min_refresh")]
+    min_refresh_s: u64,
+    #[serde(default = "default_max_refresh")]
+    max_refresh_s: u64,
+    #[serde(default = "default_kid_debounce")]
+    unknown_kid_debounce_s: u64,
+}
+
+fn default_fetch_timeout() -> u64 {
+    2000
+}
+fn default_max_jwks_bytes() -> usize {
+    64 * 1024
+}
+fn default_min_refresh() -> u64 {
+    30
+}
+fn default_max_refresh() -> u64 {
+    3600
+}
+fn default_kid_debounce() -> u64 {
+    10
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevocationDoc {
+    #[serde(default)]
+    jti: Vec<String>,
+    #[serde(default)]
+    txn: Vec<String>,
+    #[serde(default)]
+    sub: Vec<String>,
+    #[serde(default)]
+    client_id: Vec<String>,
+    #[serde(default)]
+    actor: Vec<String>,
+    #[serde(default)]
+    kid: Vec<String>,
+    feed: Option<FeedDoc>,
+    revoke_header: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedDoc {
+    cluster: String,
+    path: String,
+    authority: String,
+    #[serde(default = "default_poll")]
+    poll_s: u64,
+    #[serde(default = "default_fetch_timeout")]
+    timeout_ms: u64,
+    #[serde(default = "default_max_feed_bytes")]
+    max_bytes: usize,
+    #[serde(default = "default_staleness")]
+    max_staleness_s: u64,
+    #[serde(default = "default_stale_risk")]
+    stale_min_risk: Risk,
+}
+
+fn default_poll() -> u64 {
+    30
+}
+fn default_max_feed_bytes() -> usize {
+    1024 * 1024
+}
+fn default_staleness() -> u64 {
+    300
+}
+fn default_stale_risk() -> Risk {
+    Risk::Write
+}
+
+/// The revocation feed: where it is polled, and what a stale one means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feed {
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    pub poll_s: u64,
+    pub timeout_ms: u64,
+    pub max_bytes: usize,
+    pub max_staleness_s: i64,
+    /// Once the feed is older than `max_staleness_s`, calls at or above this risk are refused.
+    pub stale_min_risk: Risk,
+}
+
+/// Revocation settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RevocationSettings {
+    pub configured: Entries,
+    pub feed: Option<Feed>,
+    /// A response header by which a trusted upstream ends the request's task (revokes its `txn`).
+    pub revoke_header: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ToolDoc {
     name: String,
     action: Option<String>,
@@ -148,6 +262,10 @@ struct ToolDoc {
     constraints: Vec<ConstraintDoc>,
     #[serde(default)]
     priority: i32,
+    #[serde(default)]
+    completes_task: bool,
+    #[serde(default)]
+    single_use: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -385,6 +503,7 @@ pub struct Policy {
     pub catalog: Catalog,
     pub step_up: StepUp,
     pub jsonrpc: JsonRpcSettings,
+    pub revocation: RevocationSettings,
     pub audit: AuditSettings,
     pub token_cache_entries: usize,
 }
@@ -394,6 +513,12 @@ const MAX_TTL_LIMIT_S: u64 = 86_400;
 const MAX_SKEW_LIMIT_S: u64 = 300;
 
 impl Policy {
+    /// How long any token of any issuer can live, skew included: how long a completed task's `txn`
+    /// must stay revoked to outlive every token of the task.
+    pub fn longest_token_life_s(&self) -> i64 {
+        self.issuers.iter().map(|i| i.max_ttl_s + i.clock_skew_s).max().unwrap_or(0)
+    }
+
     /// Parse and compile a plugin configuration.
     pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -438,6 +563,7 @@ fn compile(doc: ConfigDoc) -> Result<Policy, ConfigError> {
 
     let step_up = compile_step_up(doc.step_up)?;
     let jsonrpc = compile_jsonrpc(doc.jsonrpc)?;
+    let revocation = compile_revocation(doc.revocation)?;
     let catalog = compile_catalog(doc.tools, &step_up, &jsonrpc)?;
 
     let prefix = doc.audit.header_prefix;
@@ -460,6 +586,7 @@ fn compile(doc: ConfigDoc) -> Result<Policy, ConfigError> {
         catalog,
         step_up,
         jsonrpc,
+        revocation,
         audit: AuditSettings { header_prefix: prefix, forward_authorization: doc.audit.forward_authorization },
         token_cache_entries: doc.token_cache.max_entries,
     })
@@ -491,18 +618,25 @@ fn compile_issuer(doc: IssuerDoc, at: &str) -> Result<Issuer, ConfigError> {
             "HS256 cannot be mixed with public-key algorithms in one issuer (algorithm confusion)",
         ));
     }
-    if doc.jwks.keys.is_empty() {
-        return Err(invalid(format!("{at}.jwks.keys"), "at least one key is required"));
-    }
     let mut keys = HashMap::new();
-    for (k, value) in doc.jwks.keys.iter().enumerate() {
-        let field = format!("{at}.jwks.keys[{k}]");
-        let key = compile_jwk(value, &algorithms).map_err(|e| invalid(&field, e.0))?;
-        if keys.contains_key(&key.kid) {
-            return Err(invalid(format!("{field}.kid"), format!("{:?} appears twice", key.kid)));
+    let remote = match (doc.jwks, doc.remote_jwks) {
+        (Some(jwks), None) => {
+            if jwks.keys.is_empty() {
+                return Err(invalid(format!("{at}.jwks.keys"), "at least one key is required"));
+            }
+            for (k, value) in jwks.keys.iter().enumerate() {
+                let field = format!("{at}.jwks.keys[{k}]");
+                let key = compile_jwk(value, &algorithms).map_err(|e| invalid(&field, e.0))?;
+                if keys.contains_key(&key.kid) {
+                    return Err(invalid(format!("{field}.kid"), format!("{:?} appears twice", key.kid)));
+                }
+                keys.insert(key.kid.clone(), key);
+            }
+            None
         }
-        keys.insert(key.kid.clone(), key);
-    }
+        (None, Some(remote)) => Some(compile_remote(remote, &format!("{at}.remote_jwks"), symmetric > 0)?),
+        _ => return Err(invalid(at, "exactly one of jwks, remote_jwks is required")),
+    };
     if doc.token_types.is_empty() {
         return Err(invalid(format!("{at}.token_types"), "at least one typ is required"));
     }
@@ -525,6 +659,7 @@ fn compile_issuer(doc: IssuerDoc, at: &str) -> Result<Issuer, ConfigError> {
     Ok(Issuer {
         issuer: doc.issuer,
         keys,
+        remote,
         algorithms,
         token_types: doc.token_types.iter().map(|t| normalise_typ(t)).collect(),
         max_ttl_s: doc.max_ttl_s as i64,
@@ -532,6 +667,117 @@ fn compile_issuer(doc: IssuerDoc, at: &str) -> Result<Issuer, ConfigError> {
         subject_prefixes: doc.subject_prefixes,
         client_ids: doc.client_ids,
     })
+}
+
+fn compile_remote(doc: RemoteJwksDoc, at: &str, symmetric: bool) -> Result<RemoteKeys, ConfigError> {
+    if symmetric {
+        return Err(invalid(at, "HMAC secrets are never fetched: configure them inline in jwks"));
+    }
+    check_upstream(&doc.cluster, &doc.path, &doc.authority, at)?;
+    if doc.timeout_ms == 0 || doc.timeout_ms > 60_000 {
+        return Err(invalid(format!("{at}.timeout_ms"), format!("{} is outside 1..=60000", doc.timeout_ms)));
+    }
+    if doc.max_bytes < 256 || doc.max_bytes > 4 * 1024 * 1024 {
+        return Err(invalid(format!("{at}.max_bytes"), format!("{} is outside 256..=4194304", doc.max_bytes)));
+    }
+    if doc.min_refresh_s == 0 || doc.min_refresh_s > doc.max_refresh_s || doc.max_refresh_s > 86_400 {
+        return Err(invalid(
+            format!("{at}.min_refresh_s"),
+            format!("{}..{} must satisfy 1 <= min <= max <= 86400", doc.min_refresh_s, doc.max_refresh_s),
+        ));
+    }
+    if doc.unknown_kid_debounce_s == 0 || doc.unknown_kid_debounce_s > 3600 {
+        return Err(invalid(
+            format!("{at}.unknown_kid_debounce_s"),
+            format!("{} is outside 1..=3600", doc.unknown_kid_debounce_s),
+        ));
+    }
+    Ok(RemoteKeys {
+        cluster: doc.cluster,
+        path: doc.path,
+        authority: doc.authority,
+        discovery: doc.discovery,
+        timeout_ms: doc.timeout_ms,
+        max_bytes: doc.max_bytes,
+        min_refresh_s: doc.min_refresh_s,
+        max_refresh_s: doc.max_refresh_s,
+        unknown_kid_debounce_s: doc.unknown_kid_debounce_s,
+    })
+}
+
+fn check_upstream(cluster: &str, path: &str, authority: &str, at: &str) -> Result<(), ConfigError> {
+    if cluster.is_empty() || !is_quotable(cluster) {
+        return Err(invalid(format!("{at}.cluster"), format!("{cluster:?} is not a cluster name")));
+    }
+    if !path.starts_with('/') || !is_quotable(path) || path.contains(' ') {
+        return Err(invalid(format!("{at}.path"), format!("{path:?} is not an absolute path")));
+    }
+    if authority.is_empty() || !is_quotable(authority) || authority.contains(' ') {
+        return Err(invalid(format!("{at}.authority"), format!("{authority:?} is not a host")));
+    }
+    Ok(())
+}
+
+fn compile_revocation(doc: RevocationDoc) -> Result<RevocationSettings, ConfigError> {
+    let mut configured = Entries::new();
+    for (kind, values) in [
+        (Kind::Jti, &doc.jti),
+        (Kind::Txn, &doc.txn),
+        (Kind::Sub, &doc.sub),
+        (Kind::ClientId, &doc.client_id),
+        (Kind::Actor, &doc.actor),
+        (Kind::Kid, &doc.kid),
+    ] {
+        for (i, value) in values.iter().enumerate() {
+            if value.is_empty() {
+                return Err(invalid(format!("revocation.{}[{i}]", kind.name()), "must not be empty"));
+            }
+            configured.insert((kind, value.clone()), None);
+        }
+    }
+    let feed = match doc.feed {
+        None => None,
+        Some(f) => {
+            let at = "revocation.feed";
+            check_upstream(&f.cluster, &f.path, &f.authority, at)?;
+            if f.poll_s == 0 || f.poll_s > 3600 {
+                return Err(invalid(format!("{at}.poll_s"), format!("{} is outside 1..=3600", f.poll_s)));
+            }
+            if f.timeout_ms == 0 || f.timeout_ms > 60_000 {
+                return Err(invalid(format!("{at}.timeout_ms"), format!("{} is outside 1..=60000", f.timeout_ms)));
+            }
+            if f.max_bytes < 256 || f.max_bytes > 16 * 1024 * 1024 {
+                return Err(invalid(format!("{at}.max_bytes"), format!("{} is outside 256..=16777216", f.max_bytes)));
+            }
+            if f.max_staleness_s < f.poll_s {
+                return Err(invalid(
+                    format!("{at}.max_staleness_s"),
+                    format!(
+                        "{} is shorter than poll_s {}: the feed would always be stale",
+                        f.max_staleness_s, f.poll_s
+                    ),
+                ));
+            }
+            Some(Feed {
+                cluster: f.cluster,
+                path: f.path,
+                authority: f.authority,
+                poll_s: f.poll_s,
+                timeout_ms: f.timeout_ms,
+                max_bytes: f.max_bytes,
+                max_staleness_s: f.max_staleness_s as i64,
+                stale_min_risk: f.stale_min_risk,
+            })
+        }
+    };
+    let revoke_header = match doc.revoke_header {
+        Some(h) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') => {
+            Some(h)
+        }
+        Some(h) => return Err(invalid("revocation.revoke_header", format!("{h:?} must be a lower-case header name"))),
+        None => None,
+    };
+    Ok(RevocationSettings { configured, feed, revoke_header })
 }
 
 fn compile_step_up(doc: StepUpDoc) -> Result<StepUp, ConfigError> {
@@ -647,7 +893,17 @@ fn compile_catalog(docs: Vec<ToolDoc>, step_up: &StepUp, jsonrpc: &JsonRpcSettin
             ToolKind::A2a { agent, .. } => agent.clone(),
             _ => doc.name.clone(),
         };
-        tools.push(Tool { name: doc.name, action, risk: doc.risk, scopes: doc.scopes, identifier, kind, constraints });
+        tools.push(Tool {
+            name: doc.name,
+            action,
+            risk: doc.risk,
+            scopes: doc.scopes,
+            identifier,
+            kind,
+            constraints,
+            completes_task: doc.completes_task,
+            single_use: doc.single_use,
+        });
     }
     Catalog::new(tools, rules).map_err(|(first, second)| ConfigError::AmbiguousRules { first, second })
 }

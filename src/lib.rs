@@ -23,8 +23,10 @@ pub mod constraints;
 pub mod json;
 pub mod jsonrpc;
 pub mod keys;
+pub mod keyset;
 pub mod outcome;
 pub mod path;
+pub mod revocation;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod token;
@@ -134,6 +136,13 @@ pub struct Outcome {
     pub constraint: Option<constraints::Check>,
     /// An allowed MCP `tools/list`: the adapter filters the response with [`tools_list::filter`].
     pub filter_tools_list: bool,
+    /// An allowed single-use call: the adapter must claim this `jti` (until the given expiry) in the
+    /// state shared by all workers before forwarding, and refuse if another worker claimed it first.
+    pub single_use: Option<(String, i64)>,
+    /// An allowed task-completing call: on a 2xx answer the adapter revokes this `txn`.
+    pub completes_txn: Option<String>,
+    /// Denied for an unknown `kid` (or no keys yet) of this remote issuer: a key refresh may help.
+    pub key_refresh: Option<usize>,
 }
 
 impl Outcome {
@@ -151,6 +160,9 @@ impl Outcome {
             rpc: None,
             constraint: None,
             filter_tools_list: false,
+            single_use: None,
+            completes_txn: None,
+            key_refresh: None,
         }
     }
 
@@ -162,6 +174,16 @@ impl Outcome {
 
     pub fn allowed(&self) -> bool {
         self.reason.is_allow()
+    }
+
+    /// Turn an allow into a denial found by the adapter (a single-use `jti` another worker spent).
+    pub fn refuse(mut self, reason: Reason) -> Outcome {
+        self.reason = reason;
+        self.needed = Needed::Nothing;
+        self.single_use = None;
+        self.completes_txn = None;
+        self.filter_tools_list = false;
+        self
     }
 
     /// Whether the request goes upstream: allowed, or denied in `dry_run`.
@@ -190,6 +212,39 @@ impl Outcome {
     }
 }
 
+/// What a gateway remembers between requests. Everything in it either only saves work (the
+/// verified-token cache) or is fed by the adapter from configuration, fetches and shared data: the
+/// current key sets, the deny lists, and the tokens already spent on single-use tools.
+#[derive(Debug)]
+pub struct State {
+    pub cache: TokenCache,
+    pub keys: keyset::KeyStore,
+    pub revocations: revocation::Revocations,
+    /// `jti` → `exp` of tokens that made a single-use call.
+    pub used_jti: std::collections::HashMap<String, i64>,
+}
+
+impl State {
+    /// The state a freshly loaded policy starts from: inline keys, configured deny lists.
+    pub fn new(policy: &Policy) -> State {
+        let mut keys = keyset::KeyStore::new(policy.issuers.len());
+        for (i, issuer) in policy.issuers.iter().enumerate() {
+            if issuer.remote.is_none() {
+                keys.set(i, keyset::KeySet { keys: issuer.keys.clone() });
+            }
+        }
+        State {
+            cache: TokenCache::new(policy.token_cache_entries),
+            keys,
+            revocations: revocation::Revocations {
+                configured: policy.revocation.configured.clone(),
+                ..Default::default()
+            },
+            used_jti: Default::default(),
+        }
+    }
+}
+
 /// The first step, on request headers.
 #[derive(Debug)]
 pub enum Step {
@@ -202,7 +257,7 @@ pub enum Step {
 
 /// Decide on headers alone, or ask for the body (JSON-RPC endpoints). Content type, encoding and a
 /// declared length over the cap are refused here, before anything is buffered.
-pub fn start(policy: &Policy, facts: &RequestFacts<'_>, now: i64, cache: &mut TokenCache) -> Step {
+pub fn start(policy: &Policy, facts: &RequestFacts<'_>, now: i64, state: &mut State) -> Step {
     let endpoint = path::normalise(facts.path).ok().and_then(|p| policy.jsonrpc.endpoint_for(&p.path).cloned());
     match endpoint {
         Some(endpoint) if facts.method == "POST" => match check_body_headers(policy, facts) {
@@ -213,7 +268,7 @@ pub fn start(policy: &Policy, facts: &RequestFacts<'_>, now: i64, cache: &mut To
                 Step::Decided(Box::new(outcome.decide(reason, Needed::Nothing)))
             }
         },
-        _ => Step::Decided(Box::new(evaluate(policy, facts, now, cache))),
+        _ => Step::Decided(Box::new(evaluate(policy, facts, now, state))),
     }
 }
 
@@ -235,9 +290,9 @@ fn check_body_headers(policy: &Policy, facts: &RequestFacts<'_>) -> Result<(), R
     Ok(())
 }
 
-/// Decide one request. `now` is the host's clock in Unix seconds; `cache` holds verified tokens
-/// across requests (it is the only state, and it never changes a decision, only its cost).
-pub fn evaluate(policy: &Policy, facts: &RequestFacts<'_>, now: i64, cache: &mut TokenCache) -> Outcome {
+/// Decide one request. `now` is the host's clock in Unix seconds; `state` is what the gateway
+/// remembers between requests (see [`State`]).
+pub fn evaluate(policy: &Policy, facts: &RequestFacts<'_>, now: i64, state: &mut State) -> Outcome {
     let mut outcome = Outcome::new(policy.mode);
 
     // 1. the request itself
@@ -272,17 +327,42 @@ pub fn evaluate(policy: &Policy, facts: &RequestFacts<'_>, now: i64, cache: &mut
     if credentials.contains(',') {
         return outcome.decide(Reason::AuthorizationInvalid, Needed::Nothing);
     }
-    let token = match verify_cached(policy, credentials, now, cache, &mut outcome) {
+    let token = match verify_cached(policy, credentials, now, state, &mut outcome) {
         Ok(token) => token,
         Err(reason) => return outcome.decide(reason, Needed::Nothing),
     };
     outcome.token = Some(Rc::clone(&token));
+    // revocation is checked on every use: a cached verification does not outlive it
+    if let Err(reason) = state.revocations.check(&token, now) {
+        return outcome.decide(reason, Needed::Nothing);
+    }
 
     // 3. what is being asked, and 4. does the task cover it
-    let (reason, needed) = match call {
+    let (reason, needed, tool) = match call {
         Some(call) => authorize_call(policy, &call, &token, now, &mut outcome),
         None => authorize_http(policy, facts, &target.path, &token, now, &mut outcome),
     };
+    if !reason.is_allow() {
+        return outcome.decide(reason, needed);
+    }
+    // the task's lifetime and the token's single use
+    let risk = tool.map_or(Risk::Read, |t| t.risk);
+    if let Some(feed) = &policy.revocation.feed {
+        if risk >= feed.stale_min_risk && state.revocations.feed_stale(now, feed.max_staleness_s) {
+            return outcome.decide(Reason::RevocationFeedStale, Needed::Nothing);
+        }
+    }
+    if let Some(tool) = tool {
+        if tool.single_use {
+            if state.used_jti.get(&token.claims.jti).is_some_and(|exp| *exp > now) {
+                return outcome.decide(Reason::TokenAlreadyUsed, Needed::Nothing);
+            }
+            outcome.single_use = Some((token.claims.jti.clone(), token.claims.exp.saturating_add(token.clock_skew_s)));
+        }
+        if tool.completes_task {
+            outcome.completes_txn = token.claims.txn.clone();
+        }
+    }
     outcome.decide(reason, needed)
 }
 
@@ -290,19 +370,33 @@ fn verify_cached(
     policy: &Policy,
     credentials: &str,
     now: i64,
-    cache: &mut TokenCache,
+    state: &mut State,
     outcome: &mut Outcome,
 ) -> Result<Rc<VerifiedToken>, Reason> {
     let raw_token = bearer_token(credentials)?;
     let hash: [u8; 32] = Sha256::digest(raw_token.as_bytes()).into();
     outcome.token_sha256 = Some(hash);
-    if let Some(token) = cache.get(&hash, now) {
-        outcome.token_cache = Some(true);
-        return Ok(token);
+    if let Some(token) = state.cache.get(&hash, now) {
+        // a key rotated out of its issuer's set takes its cached tokens with it
+        if state.keys.get(token.issuer_index).is_some_and(|set| set.keys.contains_key(&token.kid)) {
+            outcome.token_cache = Some(true);
+            return Ok(token);
+        }
     }
     outcome.token_cache = Some(false);
-    let verified = Rc::new(token::verify(raw_token, &policy.issuers, &policy.audience, policy.max_token_bytes, now)?);
-    cache.insert(hash, Rc::clone(&verified));
+    let verified =
+        match token::verify(raw_token, &policy.issuers, &state.keys, &policy.audience, policy.max_token_bytes, now) {
+            Ok(verified) => Rc::new(verified),
+            Err(reason) => {
+                // an unknown kid (or no keys yet) of a remote issuer may be a rotation: tell the adapter
+                if matches!(reason, Reason::KidUnknown | Reason::KeysUnavailable) {
+                    outcome.key_refresh = token::issuer_index_of(raw_token, &policy.issuers)
+                        .filter(|i| policy.issuers.get(*i).is_some_and(|issuer| issuer.remote.is_some()));
+                }
+                return Err(reason);
+            }
+        };
+    state.cache.insert(hash, Rc::clone(&verified));
     Ok(verified)
 }
 
@@ -310,26 +404,29 @@ fn set_intent(outcome: &mut Outcome, tool: &catalog::Tool, action: &str, rule: S
     outcome.intent = Some(Intent { tool: tool.name.clone(), action: action.to_string(), risk: tool.risk, rule });
 }
 
-fn authorize_http(
-    policy: &Policy,
+/// A decision on the call, with the catalog entry it concerned.
+type CallDecision<'p> = (Reason, Needed, Option<&'p catalog::Tool>);
+
+fn authorize_http<'p>(
+    policy: &'p Policy,
     facts: &RequestFacts<'_>,
     path: &str,
     token: &VerifiedToken,
     now: i64,
     outcome: &mut Outcome,
-) -> (Reason, Needed) {
+) -> CallDecision<'p> {
     let host = catalog::host_of(facts.authority);
     let request = catalog::Target { method: facts.method, path, host: &host, headers: facts.headers };
     let Some((tool, rule)) = policy.catalog.classify(&request) else {
         return match policy.unknown_tool {
-            UnknownTool::Deny => (Reason::ToolUnknown, Needed::Nothing),
-            UnknownTool::AllowWithToken => (Reason::UnknownToolAllowed, Needed::Nothing),
+            UnknownTool::Deny => (Reason::ToolUnknown, Needed::Nothing, None),
+            UnknownTool::AllowWithToken => (Reason::UnknownToolAllowed, Needed::Nothing, None),
         };
     };
     set_intent(outcome, tool, &tool.action, rule.id.clone());
     match authz::authorize(policy, tool, &tool.action, token, now) {
-        Ok(grant) => (grant.reason, Needed::Nothing),
-        Err(denial) => denial,
+        Ok(grant) => (grant.reason, Needed::Nothing, Some(tool)),
+        Err((reason, needed)) => (reason, needed, Some(tool)),
     }
 }
 
@@ -403,29 +500,29 @@ fn check_mcp_headers(facts: &RequestFacts<'_>, message: &jsonrpc::Message, call:
     Ok(())
 }
 
-fn authorize_call(
-    policy: &Policy,
+fn authorize_call<'p>(
+    policy: &'p Policy,
     call: &Call,
     token: &VerifiedToken,
     now: i64,
     outcome: &mut Outcome,
-) -> (Reason, Needed) {
+) -> CallDecision<'p> {
     let protocol_allowed = match policy.jsonrpc.protocol_methods {
-        ProtocolMethods::AllowWithToken => (Reason::ProtocolMethodAllowed, Needed::Nothing),
-        ProtocolMethods::Deny => (Reason::MethodNotAllowed, Needed::Nothing),
+        ProtocolMethods::AllowWithToken => (Reason::ProtocolMethodAllowed, Needed::Nothing, None),
+        ProtocolMethods::Deny => (Reason::MethodNotAllowed, Needed::Nothing, None),
     };
     // A tool the catalog does not know and a tool outside the task get the same answer, so that an
     // agent cannot probe which tools exist: no `scope` hint in either.
-    let not_permitted = (Reason::ScopeInsufficient, Needed::Nothing);
+    let not_permitted = (Reason::ScopeInsufficient, Needed::Nothing, None);
     let (tool, action, arguments) = match call {
         Call::McpSession | Call::Mcp(McpCall::Protocol) => return protocol_allowed,
         Call::Mcp(McpCall::List) => {
             outcome.filter_tools_list = policy.jsonrpc.filter_tools_list
                 && outcome.rpc.as_ref().and_then(|r| r.method.as_deref()) == Some("tools/list");
-            return (Reason::ListAllowed, Needed::Nothing);
+            return (Reason::ListAllowed, Needed::Nothing, None);
         }
         Call::Mcp(McpCall::Other) | Call::A2a { method: None, .. } => {
-            return (Reason::MethodNotAllowed, Needed::Nothing)
+            return (Reason::MethodNotAllowed, Needed::Nothing, None);
         }
         Call::Mcp(mcp) => {
             let tool = match mcp {
@@ -453,14 +550,14 @@ fn authorize_call(
     let grant = match authz::authorize(policy, tool, action, token, now) {
         Ok(grant) => grant,
         Err((Reason::ScopeInsufficient, _)) => return not_permitted,
-        Err(denial) => return denial,
+        Err((reason, needed)) => return (reason, needed, Some(tool)),
     };
     let empty = serde_json::Value::Object(serde_json::Map::new());
     let check = constraints::check(&tool.constraints, arguments.unwrap_or(&empty), &grant.entries);
     let verdict = match check {
-        constraints::Check::Passed => (grant.reason, Needed::Nothing),
-        constraints::Check::Missing(_) => (Reason::ArgumentMissing, Needed::Nothing),
-        constraints::Check::Failed(_) => (Reason::ArgumentConstraintFailed, Needed::Nothing),
+        constraints::Check::Passed => (grant.reason, Needed::Nothing, Some(tool)),
+        constraints::Check::Missing(_) => (Reason::ArgumentMissing, Needed::Nothing, Some(tool)),
+        constraints::Check::Failed(_) => (Reason::ArgumentConstraintFailed, Needed::Nothing, Some(tool)),
     };
     if !tool.constraints.is_empty() {
         outcome.constraint = Some(check);

@@ -57,11 +57,20 @@ pub enum Reason {
     MethodNotAllowed,
     ArgumentMissing,
     ArgumentConstraintFailed,
+    // revoked, spent, or not checkable right now
+    TokenRevoked,
+    TaskRevoked,
+    TaskCompleted,
+    AgentRevoked,
+    KeyRevoked,
+    TokenAlreadyUsed,
+    KeysUnavailable,
+    RevocationFeedStale,
 }
 
 impl Reason {
     /// Every reason, so that adapters can pre-register one metric per reason at start-up.
-    pub const ALL: [Reason; 47] = [
+    pub const ALL: [Reason; 55] = [
         Reason::ScopeGranted,
         Reason::AuthorizationDetailsGranted,
         Reason::UnknownToolAllowed,
@@ -109,6 +118,14 @@ impl Reason {
         Reason::MethodNotAllowed,
         Reason::ArgumentMissing,
         Reason::ArgumentConstraintFailed,
+        Reason::TokenRevoked,
+        Reason::TaskRevoked,
+        Reason::TaskCompleted,
+        Reason::AgentRevoked,
+        Reason::KeyRevoked,
+        Reason::TokenAlreadyUsed,
+        Reason::KeysUnavailable,
+        Reason::RevocationFeedStale,
     ];
 
     pub fn code(self) -> &'static str {
@@ -160,6 +177,14 @@ impl Reason {
             Reason::MethodNotAllowed => "method_not_allowed",
             Reason::ArgumentMissing => "argument_missing",
             Reason::ArgumentConstraintFailed => "argument_constraint_failed",
+            Reason::TokenRevoked => "token_revoked",
+            Reason::TaskRevoked => "task_revoked",
+            Reason::TaskCompleted => "task_completed",
+            Reason::AgentRevoked => "agent_revoked",
+            Reason::KeyRevoked => "key_revoked",
+            Reason::TokenAlreadyUsed => "token_already_used",
+            Reason::KeysUnavailable => "keys_unavailable",
+            Reason::RevocationFeedStale => "revocation_feed_stale",
         }
     }
 
@@ -216,7 +241,15 @@ impl Reason {
             | Reason::SubMissing
             | Reason::SubjectNotAllowed
             | Reason::ClientNotAllowed
-            | Reason::ClaimsInvalid => (401, Error("invalid_token"), -32001),
+            | Reason::ClaimsInvalid
+            | Reason::TokenRevoked
+            | Reason::TaskRevoked
+            | Reason::TaskCompleted
+            | Reason::AgentRevoked
+            | Reason::KeyRevoked
+            | Reason::TokenAlreadyUsed => (401, Error("invalid_token"), -32001),
+            // not the caller's fault, and not a pass: the gateway cannot check right now
+            Reason::KeysUnavailable | Reason::RevocationFeedStale => (503, NoChallenge, -32000),
             Reason::ToolUnknown
             | Reason::ScopeInsufficient
             | Reason::TxnRequired
@@ -245,7 +278,7 @@ pub struct ResponseShape {
     pub challenge: Challenge,
     /// JSON-RPC error code for denials on JSON-RPC endpoints: -32700 parse error, -32600 invalid
     /// request, -32602 invalid params, -32020 MCP header mismatch, -32001 unauthenticated, -32003
-    /// forbidden.
+    /// forbidden, -32000 unavailable.
     pub rpc_code: i64,
 }
 
@@ -320,6 +353,7 @@ pub fn deny_response(
         (_, Some(error)) => error,
         (413, None) => "request_too_large",
         (415, None) => "unsupported_media_type",
+        (503, None) => "temporarily_unavailable",
         _ => "unauthorized",
     };
     let body = match rpc {

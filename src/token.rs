@@ -5,6 +5,7 @@
 //! nothing about the claims is judged before the signature holds.
 
 use crate::keys::{Alg, VerificationKey};
+use crate::keyset::{KeyStore, RemoteKeys};
 use crate::outcome::Reason;
 use crate::{b64url_decode, Risk};
 use serde::Deserialize;
@@ -21,7 +22,9 @@ const MAX_ACT_PARSE_DEPTH: usize = 8;
 #[derive(Debug, Clone)]
 pub struct Issuer {
     pub issuer: String,
+    /// Inline keys; the starting key set. Remote issuers start with none.
     pub keys: HashMap<String, VerificationKey>,
+    pub remote: Option<RemoteKeys>,
     pub algorithms: Vec<Alg>,
     /// Accepted `typ` values, normalised (lower case, without `application/`).
     pub token_types: Vec<String>,
@@ -81,6 +84,8 @@ pub struct VerifiedToken {
     pub claims: Claims,
     pub kid: String,
     pub alg: Alg,
+    /// Position of the issuer in the policy (its key set in the `KeyStore`).
+    pub issuer_index: usize,
     /// The issuer's clock skew, kept so that a cached token can be re-checked against a new `now`.
     pub clock_skew_s: i64,
 }
@@ -139,6 +144,7 @@ struct RawClaims {
 pub fn verify(
     token: &str,
     issuers: &[Issuer],
+    key_store: &KeyStore,
     audience: &str,
     max_token_bytes: usize,
     now: i64,
@@ -172,9 +178,12 @@ pub fn verify(
 
     // the issuer decides which keys and algorithms apply; `iss` is still untrusted here
     let iss = raw.iss.as_deref().ok_or(Reason::IssuerUnknown)?;
-    let issuer = issuers.iter().find(|i| i.issuer == iss).ok_or(Reason::IssuerUnknown)?;
+    let (issuer_index, issuer) =
+        issuers.iter().enumerate().find(|(_, i)| i.issuer == iss).ok_or(Reason::IssuerUnknown)?;
     let alg = Alg::from_name(alg_name).filter(|a| issuer.algorithms.contains(a)).ok_or(Reason::AlgNotAllowed)?;
-    let key = issuer.keys.get(kid).ok_or(Reason::KidUnknown)?;
+    // before the first key set arrives nothing from this issuer can be checked: not the token's fault
+    let key_set = key_store.get(issuer_index).ok_or(Reason::KeysUnavailable)?;
+    let key = key_set.keys.get(kid).ok_or(Reason::KidUnknown)?;
     if !key.algs.contains(&alg) {
         return Err(Reason::AlgKeyMismatch);
     }
@@ -190,9 +199,22 @@ pub fn verify(
         return Err(Reason::TypInvalid);
     }
     let claims = check_claims(raw, issuer, audience, now)?;
-    let verified = VerifiedToken { claims, kid: kid.to_string(), alg, clock_skew_s: issuer.clock_skew_s };
+    let verified = VerifiedToken { claims, kid: kid.to_string(), alg, issuer_index, clock_skew_s: issuer.clock_skew_s };
     verified.check_time(now)?;
     Ok(verified)
+}
+
+/// The configured issuer a token names (unverified), for deciding whether an unknown `kid` is worth
+/// a key refresh.
+pub fn issuer_index_of(token: &str, issuers: &[Issuer]) -> Option<usize> {
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    let payload = token.split('.').nth(1)?;
+    let claims: Iss = decode_json(payload).ok()?;
+    let iss = claims.iss?;
+    issuers.iter().position(|i| i.issuer == iss)
 }
 
 /// RFC 7515 §4.1.9: `typ` is a media type, compared case-insensitively, `application/` optional.

@@ -7,7 +7,7 @@
 mod support;
 
 use intentgate::testkit::{b64url, hs256, signing_input};
-use intentgate::{deny_response, Reason, TokenCache};
+use intentgate::{deny_response, Reason, State, TokenCache};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use support::*;
@@ -389,6 +389,7 @@ fn decisions_match_the_table() {
 fn every_reason_code_has_a_case() {
     let mut covered: HashSet<Reason> = cases().iter().map(|c| c.want).collect();
     covered.extend(rpc_cases().iter().map(|c| c.want));
+    covered.extend(lifecycle_cases().iter().map(|(_, want, _)| *want));
     // produced by a policy with `unknown_tool: allow_with_token`, below
     covered.insert(Reason::UnknownToolAllowed);
     let missing: Vec<&str> = Reason::ALL.iter().filter(|r| !covered.contains(r)).map(|r| r.code()).collect();
@@ -420,34 +421,35 @@ fn dry_run_passes_denials_but_keeps_the_decision() {
 #[test]
 fn verified_tokens_are_cached_until_they_expire_and_failures_are_not() {
     let policy = policy();
-    let mut cache = TokenCache::new(4);
+    let mut state = State::new(&policy);
     let token = bearer(&es256(&claims()));
-    let first = decide_with(&policy, "GET", "/api/tickets", &[&token], &mut cache, NOW);
-    let second = decide_with(&policy, "GET", "/api/tickets/1", &[&token], &mut cache, NOW + 1);
+    let first = decide_with(&policy, "GET", "/api/tickets", &[&token], &mut state, NOW);
+    let second = decide_with(&policy, "GET", "/api/tickets/1", &[&token], &mut state, NOW + 1);
     assert_eq!((first.token_cache, second.token_cache), (Some(false), Some(true)));
     assert_eq!(second.reason, Reason::ScopeGranted);
     // past exp + skew the cached entry is not used, and verification gives the precise reason
-    let late = decide_with(&policy, "GET", "/api/tickets", &[&token], &mut cache, NOW + 290 + 30);
+    let late = decide_with(&policy, "GET", "/api/tickets", &[&token], &mut state, NOW + 290 + 30);
     assert_eq!((late.token_cache, late.reason), (Some(false), Reason::TokenExpired));
     // a failure is never cached
     let bad = bearer(&es256(&with(claims(), json!({"aud": "x"}))));
     for _ in 0..2 {
-        let outcome = decide_with(&policy, "GET", "/api/tickets", &[&bad], &mut cache, NOW);
+        let outcome = decide_with(&policy, "GET", "/api/tickets", &[&bad], &mut state, NOW);
         assert_eq!((outcome.token_cache, outcome.reason), (Some(false), Reason::AudienceMismatch));
     }
-    assert_eq!(cache.len(), 0);
+    assert_eq!(state.cache.len(), 0);
 }
 
 #[test]
 fn the_cache_is_bounded() {
     let policy = policy();
-    let mut cache = TokenCache::new(3);
+    let mut state = State::new(&policy);
+    state.cache = TokenCache::new(3);
     for i in 0..10 {
         let token = bearer(&es256(&with(claims(), json!({"jti": format!("j{i}")}))));
-        decide_with(&policy, "GET", "/api/tickets", &[&token], &mut cache, NOW);
-        assert!(cache.len() <= 3);
+        decide_with(&policy, "GET", "/api/tickets", &[&token], &mut state, NOW);
+        assert!(state.cache.len() <= 3);
     }
-    assert_eq!(cache.len(), 3);
+    assert_eq!(state.cache.len(), 3);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod support;
 
-use intentgate::{start, tools_list, Body, Reason, RequestFacts, Step, TokenCache};
+use intentgate::{start, tools_list, Body, Reason, RequestFacts, State, Step};
 use serde_json::{json, Value};
 use support::*;
 #[cfg(target_arch = "wasm32")]
@@ -104,7 +104,7 @@ fn unknown_tools_and_tools_outside_the_task_are_indistinguishable() {
 #[test]
 fn the_body_is_asked_for_only_on_json_rpc_endpoints() {
     let policy = policy();
-    let mut cache = TokenCache::new(4);
+    let mut state = State::new(&policy);
     let headers = |method: &str, path: &str, extra: &[(&str, &str)]| {
         let mut h = vec![
             (":method".to_string(), method.to_string()),
@@ -114,28 +114,28 @@ fn the_body_is_asked_for_only_on_json_rpc_endpoints() {
         h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
         h
     };
-    let step = |method: &str, path: &str, h: &[(String, String)], cache: &mut TokenCache| {
+    let step = |method: &str, path: &str, h: &[(String, String)], state: &mut State| {
         let facts = RequestFacts { method, path, authority: "tools.test", headers: h, body: Body::NotRead };
-        start(&policy, &facts, NOW, cache)
+        start(&policy, &facts, NOW, state)
     };
     let mcp = headers("POST", "/mcp", &[]);
-    assert!(matches!(step("POST", "/mcp", &mcp, &mut cache), Step::ReadBody { max_bytes: 4096 }));
+    assert!(matches!(step("POST", "/mcp", &mcp, &mut state), Step::ReadBody { max_bytes: 4096 }));
     let normalised = headers("POST", "//mcp/.", &[]);
-    assert!(matches!(step("POST", "//mcp/.", &normalised, &mut cache), Step::ReadBody { .. }));
+    assert!(matches!(step("POST", "//mcp/.", &normalised, &mut state), Step::ReadBody { .. }));
     let http = headers("GET", "/api/tickets", &[]);
     assert!(
-        matches!(step("GET", "/api/tickets", &http, &mut cache), Step::Decided(o) if o.reason == Reason::TokenMissing)
+        matches!(step("GET", "/api/tickets", &http, &mut state), Step::Decided(o) if o.reason == Reason::TokenMissing)
     );
     let long = headers("POST", "/mcp", &[("content-length", "4097")]);
-    assert!(matches!(step("POST", "/mcp", &long, &mut cache), Step::Decided(o) if o.reason == Reason::BodyTooLarge));
+    assert!(matches!(step("POST", "/mcp", &long, &mut state), Step::Decided(o) if o.reason == Reason::BodyTooLarge));
     let token = bearer(&es256(&claims()));
     let stream = headers("GET", "/mcp", &[("authorization", &token)]);
     assert!(
-        matches!(step("GET", "/mcp", &stream, &mut cache), Step::Decided(o) if o.reason == Reason::ProtocolMethodAllowed)
+        matches!(step("GET", "/mcp", &stream, &mut state), Step::Decided(o) if o.reason == Reason::ProtocolMethodAllowed)
     );
     // an adapter that never read the body cannot get an allow
     let facts = RequestFacts { method: "POST", path: "/mcp", authority: "t", headers: &stream, body: Body::NotRead };
-    assert!(!intentgate::evaluate(&policy, &facts, NOW, &mut cache).allowed());
+    assert!(!intentgate::evaluate(&policy, &facts, NOW, &mut state).allowed());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use intentgate::testkit::{b64url, TestKeys};
-use intentgate::{evaluate, start, Body, Outcome, Policy, RequestFacts, Step, TokenCache};
+use intentgate::{evaluate, start, Body, Outcome, Policy, RequestFacts, State, Step};
 use serde_json::{json, Value};
 
 pub const NOW: i64 = 1_800_000_000;
@@ -131,8 +131,8 @@ pub fn raw_token(header: &str, payload: &str, signature: &[u8]) -> String {
 }
 
 pub fn decide(policy: &Policy, method: &str, path: &str, authorization: &[&str]) -> Outcome {
-    let mut cache = TokenCache::new(16);
-    decide_with(policy, method, path, authorization, &mut cache, NOW)
+    let mut state = State::new(policy);
+    decide_with(policy, method, path, authorization, &mut state, NOW)
 }
 
 pub fn decide_with(
@@ -140,7 +140,7 @@ pub fn decide_with(
     method: &str,
     path: &str,
     authorization: &[&str],
-    cache: &mut TokenCache,
+    state: &mut State,
     now: i64,
 ) -> Outcome {
     let mut headers = vec![
@@ -150,7 +150,7 @@ pub fn decide_with(
     ];
     headers.extend(authorization.iter().map(|a| ("authorization".to_string(), a.to_string())));
     let facts = RequestFacts { method, path, authority: "tools.test", headers: &headers, body: Body::NotRead };
-    evaluate(policy, &facts, now, cache)
+    evaluate(policy, &facts, now, state)
 }
 
 pub fn bearer(token: &str) -> String {
@@ -173,10 +173,10 @@ pub fn decide_rpc(policy: &Policy, path: &str, extra: &[(&str, &str)], body: Bod
         headers.push(("authorization".to_string(), bearer(token)));
     }
     let facts = RequestFacts { method: "POST", path, authority: "tools.test", headers: &headers, body };
-    let mut cache = TokenCache::new(16);
-    match start(policy, &facts, NOW, &mut cache) {
+    let mut state = State::new(policy);
+    match start(policy, &facts, NOW, &mut state) {
         Step::Decided(outcome) => *outcome,
-        Step::ReadBody { .. } => evaluate(policy, &facts, NOW, &mut cache),
+        Step::ReadBody { .. } => evaluate(policy, &facts, NOW, &mut state),
     }
 }
 
@@ -282,4 +282,154 @@ pub fn run_rpc_case(policy: &Policy, case: &RpcCase) -> Outcome {
     };
     let token = case.token.as_deref().filter(|t| !t.is_empty());
     decide_rpc(policy, case.path, &case.headers, body, token)
+}
+
+/// The test policy plus the task lifecycle: configured deny lists, a revocation feed (stale unless a
+/// test says it arrived), a remote-key issuer, a single-use payment tool and a completing tool.
+pub fn lifecycle_policy_json() -> Value {
+    let mut doc = policy_json();
+    doc["revocation"] = json!({
+        "jti": ["revoked-jti"], "txn": ["revoked-task"], "sub": ["spiffe://test/agent/fired"],
+        "client_id": ["banned-client"], "actor": ["spiffe://test/agent/rogue"], "kid": ["es384-1"],
+        "feed": {"cluster": "revocations", "path": "/feed.json", "authority": "revocations.test",
+                 "poll_s": 5, "max_staleness_s": 60, "stale_min_risk": "write"},
+        "revoke_header": "x-intentgate-revoke-txn"
+    });
+    if let Some(issuers) = doc["issuers"].as_array_mut() {
+        issuers.push(json!({
+            "issuer": "https://remote-issuer.test",
+            "remote_jwks": {"cluster": "keys", "path": "/jwks.json", "authority": "keys.test"},
+            "algorithms": ["ES256"]
+        }));
+    }
+    if let Some(tools) = doc["tools"].as_array_mut() {
+        tools.push(json!({"name": "pay_invoice", "action": "payments.pay", "risk": "read", "scopes": ["invoices:pay"],
+                          "single_use": true, "match": [{"methods": ["POST"], "path": "/api/invoices/pay"}]}));
+        tools.push(json!({"name": "complete_task", "action": "tasks.complete", "risk": "read", "scopes": ["tasks:complete"],
+                          "completes_task": true, "match": [{"methods": ["POST"], "path_template": "/tasks/{txn}/complete"}]}));
+    }
+    doc
+}
+
+/// Each lifecycle case: its name, the reason it must produce, and the reason it produced.
+pub fn lifecycle_cases() -> Vec<(&'static str, intentgate::Reason, intentgate::Reason)> {
+    use intentgate::Reason::*;
+    let policy = policy_from(&lifecycle_policy_json());
+    let fresh = || {
+        let mut state = State::new(&policy);
+        state.revocations.feed_ok_at = Some(NOW - 10);
+        state
+    };
+    let run = |state: &mut State, method: &str, path: &str, claims: &Value, kid: &str, alg: &str| {
+        let token = bearer(&mint(kid, alg, json!({}), claims));
+        decide_with(&policy, method, path, &[&token], state, NOW).reason
+    };
+    let read = |changes: Value| with(claims(), changes);
+    let mut cases = Vec::new();
+    let mut case = |name, want, got| cases.push((name, want, got));
+    let mut s = fresh();
+    case("a read passes", ScopeGranted, run(&mut s, "GET", "/api/tickets", &claims(), "es256-1", "ES256"));
+    case(
+        "configured jti",
+        TokenRevoked,
+        run(&mut s, "GET", "/api/tickets", &read(json!({"jti": "revoked-jti"})), "es256-1", "ES256"),
+    );
+    case(
+        "configured txn",
+        TaskRevoked,
+        run(&mut s, "GET", "/api/tickets", &read(json!({"txn": "revoked-task"})), "es256-1", "ES256"),
+    );
+    case(
+        "configured sub",
+        AgentRevoked,
+        run(&mut s, "GET", "/api/tickets", &read(json!({"sub": "spiffe://test/agent/fired"})), "es256-1", "ES256"),
+    );
+    case(
+        "configured client",
+        AgentRevoked,
+        run(
+            &mut s,
+            "GET",
+            "/api/tickets",
+            &read(json!({"client_id": "banned-client", "iss": HMAC_ISSUER})),
+            "hs256-1",
+            "HS256",
+        ),
+    );
+    case(
+        "configured actor",
+        AgentRevoked,
+        run(
+            &mut s,
+            "GET",
+            "/api/tickets",
+            &read(json!({"act": {"sub": "spiffe://test/agent/rogue"}})),
+            "es256-1",
+            "ES256",
+        ),
+    );
+    case("configured kid", KeyRevoked, run(&mut s, "GET", "/api/tickets", &claims(), "es384-1", "ES384"));
+
+    // the feed: entries apply until they expire, and a cached token is no exception
+    let mut s = fresh();
+    let task = read(json!({"txn": "task-77"}));
+    case("before the feed names the task", ScopeGranted, run(&mut s, "GET", "/api/tickets", &task, "es256-1", "ES256"));
+    s.revocations.feed = intentgate::revocation::parse_feed(
+        format!(r#"{{"revoked": [{{"txn": "task-77", "expires_at": {}}}]}}"#, NOW + 100).as_bytes(),
+        NOW,
+    )
+    .unwrap_or_default();
+    case("feed revokes a cached task", TaskRevoked, run(&mut s, "GET", "/api/tickets", &task, "es256-1", "ES256"));
+    case(
+        "other tasks unaffected",
+        ScopeGranted,
+        run(&mut s, "GET", "/api/tickets", &read(json!({"txn": "task-78"})), "es256-1", "ES256"),
+    );
+    s.revocations.completed.insert("task-78".into(), NOW + 100);
+    case(
+        "completed task",
+        TaskCompleted,
+        run(&mut s, "GET", "/api/tickets", &read(json!({"txn": "task-78"})), "es256-1", "ES256"),
+    );
+
+    // a stale feed refuses what matters and keeps reads available
+    let mut s = fresh();
+    s.revocations.feed_ok_at = Some(NOW - 61);
+    let write = read(json!({"scope": "tickets:write", "txn": "t"}));
+    case("stale feed, read", ScopeGranted, run(&mut s, "GET", "/api/tickets", &claims(), "es256-1", "ES256"));
+    case("stale feed, write", RevocationFeedStale, run(&mut s, "PUT", "/api/tickets/1", &write, "es256-1", "ES256"));
+    s.revocations.feed_ok_at = None;
+    case(
+        "feed never arrived, write",
+        RevocationFeedStale,
+        run(&mut s, "PUT", "/api/tickets/1", &write, "es256-1", "ES256"),
+    );
+
+    // single use: the adapter records the spent jti; the second call is refused
+    let mut s = fresh();
+    let pay = read(json!({"scope": "invoices:pay tickets:read", "jti": "pay-1"}));
+    case("first payment", ScopeGranted, run(&mut s, "POST", "/api/invoices/pay", &pay, "es256-1", "ES256"));
+    s.used_jti.insert("pay-1".into(), NOW + 300);
+    case("replayed payment", TokenAlreadyUsed, run(&mut s, "POST", "/api/invoices/pay", &pay, "es256-1", "ES256"));
+    case("the spent token still reads", ScopeGranted, run(&mut s, "GET", "/api/tickets", &pay, "es256-1", "ES256"));
+
+    // remote keys: nothing before the first set, then the set decides
+    let mut s = fresh();
+    let remote = read(json!({"iss": "https://remote-issuer.test"}));
+    case(
+        "remote keys not yet fetched",
+        KeysUnavailable,
+        run(&mut s, "GET", "/api/tickets", &remote, "es256-1", "ES256"),
+    );
+    let jwks = keys().jwks(&["es256-1"]).unwrap_or_default().to_string();
+    let fetched = intentgate::keyset::parse_jwks(jwks.as_bytes(), &[intentgate::keys::Alg::Es256]);
+    s.keys.set(2, fetched.map(|f| f.keys).unwrap_or_default());
+    case("remote keys fetched", ScopeGranted, run(&mut s, "GET", "/api/tickets", &remote, "es256-1", "ES256"));
+    s.keys.set(2, intentgate::keyset::KeySet::default());
+    case(
+        "key rotated out, cached token too",
+        KidUnknown,
+        run(&mut s, "GET", "/api/tickets", &remote, "es256-1", "ES256"),
+    );
+    cases
 }

@@ -1,0 +1,64 @@
+//! Counters, defined once per VM. Names appear as `wasmcustom.<name>` in Envoy's `/stats`.
+
+use intentgate::{Outcome, Reason};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+use std::collections::HashMap;
+
+pub struct Metrics {
+    allow: Option<u32>,
+    deny: Option<u32>,
+    dry_run_deny: Option<u32>,
+    by_reason: HashMap<Reason, u32>,
+    cache_hit: Option<u32>,
+    cache_miss: Option<u32>,
+    pub keys_fetch_ok: Option<u32>,
+    pub keys_fetch_failed: Option<u32>,
+    pub keys_kid_refresh: Option<u32>,
+    pub feed_fetch_ok: Option<u32>,
+    pub feed_fetch_failed: Option<u32>,
+    pub tasks_completed: Option<u32>,
+}
+
+impl Metrics {
+    pub fn define() -> Metrics {
+        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
+        Metrics {
+            allow: counter("intentgate.decision.allow"),
+            deny: counter("intentgate.decision.deny"),
+            dry_run_deny: counter("intentgate.decision.dry_run_deny"),
+            by_reason: Reason::ALL
+                .iter()
+                .filter_map(|r| counter(&format!("intentgate.reason.{}", r.code())).map(|id| (*r, id)))
+                .collect(),
+            cache_hit: counter("intentgate.token_cache.hit"),
+            cache_miss: counter("intentgate.token_cache.miss"),
+            keys_fetch_ok: counter("intentgate.keys.fetch_ok"),
+            keys_fetch_failed: counter("intentgate.keys.fetch_failed"),
+            keys_kid_refresh: counter("intentgate.keys.unknown_kid_refresh"),
+            feed_fetch_ok: counter("intentgate.revocation_feed.fetch_ok"),
+            feed_fetch_failed: counter("intentgate.revocation_feed.fetch_failed"),
+            tasks_completed: counter("intentgate.tasks.completed"),
+        }
+    }
+
+    pub fn bump(&self, id: Option<u32>) {
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    pub fn record(&self, outcome: &Outcome) {
+        self.bump(match (outcome.allowed(), outcome.passes()) {
+            (true, _) => self.allow,
+            (false, false) => self.deny,
+            (false, true) => self.dry_run_deny,
+        });
+        self.bump(self.by_reason.get(&outcome.reason).copied());
+        self.bump(match outcome.token_cache {
+            Some(true) => self.cache_hit,
+            Some(false) => self.cache_miss,
+            None => None,
+        });
+    }
+}

@@ -1,0 +1,379 @@
+//! One request's path through the filter: gather facts (headers, then the body on JSON-RPC
+//! endpoints), decide with the core, refresh keys once for an unknown `kid`, apply the outcome, and
+//! afterwards watch the response (task completion, `tools/list` filtering) and write the audit line.
+
+use crate::fetch::{self, Pending, Resource};
+use crate::store::Trigger;
+use crate::{log, now, Gate};
+use intentgate::audit::{upstream_headers, AuditRecord, Responder};
+use intentgate::config::UnparseableList;
+use intentgate::{evaluate, start, tools_list, Body, Outcome, Reason, RequestFacts, Step};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
+use sha2::{Digest, Sha256};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Where the request waits, if it waits.
+enum Waiting {
+    Nothing,
+    /// For the JSON-RPC body, up to this many bytes.
+    Body(usize),
+    /// For a key refresh (dispatch token), holding the body it will be decided with.
+    Keys {
+        token: u32,
+        pending: Pending,
+        body: Option<Vec<u8>>,
+    },
+}
+
+pub struct Request {
+    gate: Rc<Gate>,
+    context_id: u32,
+    started: Duration,
+    headers: Vec<(String, String)>,
+    waiting: Waiting,
+    /// Bytes of request body buffered so far.
+    body_size: usize,
+    /// A key refresh was already tried for this request: never twice.
+    refreshed_keys: bool,
+    outcome: Option<Outcome>,
+    /// Set while an MCP `tools/list` response is being buffered for filtering: its content type.
+    filtering_response: Option<String>,
+    audit: Option<AuditRecord>,
+    responder: Responder,
+    status: Option<u16>,
+}
+
+impl Request {
+    pub fn new(gate: Rc<Gate>, context_id: u32) -> Request {
+        Request {
+            gate,
+            context_id,
+            started: Duration::ZERO,
+            headers: Vec::new(),
+            waiting: Waiting::Nothing,
+            body_size: 0,
+            refreshed_keys: false,
+            outcome: None,
+            filtering_response: None,
+            audit: None,
+            responder: Responder::None,
+            status: None,
+        }
+    }
+}
+
+fn facts<'a>(headers: &'a [(String, String)], body: Body<'a>) -> RequestFacts<'a> {
+    let pseudo = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).unwrap_or("");
+    RequestFacts { method: pseudo(":method"), path: pseudo(":path"), authority: pseudo(":authority"), headers, body }
+}
+
+impl Context for Request {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let Waiting::Keys { token, pending, body } = std::mem::replace(&mut self.waiting, Waiting::Nothing) else {
+            return;
+        };
+        if token != token_id {
+            return;
+        }
+        let now = now().as_secs() as i64;
+        if let Some((next, next_pending)) = fetch::on_response(&self.gate, &pending, body_size, now) {
+            self.waiting = Waiting::Keys { token: next, pending: next_pending, body };
+            return;
+        }
+        let action = match &body {
+            Some(bytes) => self.decide(Body::Complete(bytes)),
+            None => self.decide(Body::NotRead),
+        };
+        if matches!(action, Action::Continue) {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.started = now();
+        self.headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(map) => {
+                map.into_iter().map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned())).collect()
+            }
+            Err(_) => return self.fail("request headers unavailable"),
+        };
+        let gate = Rc::clone(&self.gate);
+        gate.store.sync_completed(&mut gate.state.borrow_mut());
+        let step = start(
+            &gate.policy,
+            &facts(&self.headers, Body::NotRead),
+            self.started.as_secs() as i64,
+            &mut gate.state.borrow_mut(),
+        );
+        match step {
+            Step::Decided(outcome) => self.settle(*outcome, None),
+            Step::ReadBody { .. } if end_of_stream => self.decide(Body::Complete(&[])),
+            // Needs `allow_on_headers_stop_iteration: true` in the Wasm filter config, so that the
+            // body callback runs and headers can still be changed once the body is read.
+            Step::ReadBody { max_bytes } => {
+                self.waiting = Waiting::Body(max_bytes);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match self.waiting {
+            Waiting::Nothing => Action::Continue,
+            Waiting::Keys { .. } => Action::Pause,
+            Waiting::Body(max_bytes) => {
+                self.body_size = body_size;
+                if body_size > max_bytes {
+                    self.waiting = Waiting::Nothing;
+                    return self.decide(Body::TooLarge);
+                }
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                self.finish_body()
+            }
+        }
+    }
+
+    // HTTP/2 requests with trailers never end the body stream: the trailers do.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match self.waiting {
+            Waiting::Body(_) => self.finish_body(),
+            Waiting::Keys { .. } => Action::Pause,
+            Waiting::Nothing => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.responder == Responder::Intentgate {
+            return Action::Continue;
+        }
+        self.responder = Responder::Upstream;
+        let header = |name: &str| hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten();
+        self.status = header(":status").and_then(|s| s.parse().ok());
+        let gate = Rc::clone(&self.gate);
+        let now = now().as_secs() as i64;
+        let succeeded = self.status.is_some_and(|s| (200..300).contains(&s));
+        // the task ends when its completing call succeeds, or when a trusted upstream says so
+        let mut completed: Vec<String> = Vec::new();
+        if let Some(txn) = self.outcome.as_ref().filter(|o| o.allowed()).and_then(|o| o.completes_txn.clone()) {
+            if succeeded {
+                completed.push(txn);
+            }
+        }
+        if let Some(name) = &gate.policy.revocation.revoke_header {
+            if let Some(txn) = header(name).filter(|t| !t.is_empty()) {
+                completed.push(txn);
+            }
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, None);
+        }
+        for txn in completed {
+            let expires_at = now.saturating_add(gate.policy.longest_token_life_s());
+            if !gate.store.complete(&mut gate.state.borrow_mut(), &txn, expires_at, now) {
+                log(LogLevel::Critical, "intentgate: could not record a completed task for all workers");
+            }
+            gate.metrics.bump(gate.metrics.tasks_completed);
+        }
+        let wants_filter = self.outcome.as_ref().is_some_and(|o| o.filter_tools_list && o.allowed());
+        if wants_filter && self.status == Some(200) {
+            let content_type = header("content-type").unwrap_or_default();
+            // the filtered body has another length; without the header the response is chunked
+            if hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None).is_ok() {
+                self.filtering_response = Some(content_type);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(content_type) = self.filtering_response.clone() else {
+            return Action::Continue;
+        };
+        let policy = &self.gate.policy;
+        let too_large = body_size > policy.jsonrpc.max_response_bytes;
+        if !end_of_stream && !too_large {
+            return Action::Pause;
+        }
+        self.filtering_response = None;
+        let body = if too_large {
+            None
+        } else {
+            hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten()
+        };
+        let (Some(outcome), Some(audit)) = (self.outcome.as_ref(), self.audit.as_mut()) else {
+            return Action::Continue;
+        };
+        let filtered = match (body, outcome.token.as_deref()) {
+            (Some(body), Some(token)) => tools_list::filter(policy, token, &content_type, &body).ok(),
+            _ => None,
+        };
+        let replacement = match filtered {
+            Some(filtered) => {
+                audit.tools_list_removed = Some(filtered.removed);
+                filtered.body
+            }
+            None if policy.jsonrpc.unparseable_tools_list == UnparseableList::Pass => return Action::Continue,
+            None => {
+                log(LogLevel::Warn, "intentgate: tools/list response could not be filtered; replaced by an error");
+                let id = outcome.rpc.as_ref().map(|r| r.id.clone()).unwrap_or_default();
+                tools_list::unfilterable_error(&id, &content_type)
+            }
+        };
+        if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &replacement).is_err() {
+            log(LogLevel::Critical, "intentgate: could not replace the tools/list response body");
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if let Some(mut record) = self.audit.take() {
+            let elapsed = now().saturating_sub(self.started);
+            record.finish(self.status, self.responder, elapsed.as_millis() as u64);
+            log(LogLevel::Info, &format!("intentgate.audit {}", record.to_json()));
+        }
+    }
+}
+
+impl Request {
+    fn finish_body(&mut self) -> Action {
+        self.waiting = Waiting::Nothing;
+        let body =
+            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, self.body_size).ok().flatten().unwrap_or_default();
+        self.decide(Body::Complete(&body))
+    }
+
+    fn decide(&mut self, body: Body<'_>) -> Action {
+        let gate = Rc::clone(&self.gate);
+        let outcome = evaluate(
+            &gate.policy,
+            &facts(&self.headers, body),
+            self.started.as_secs() as i64,
+            &mut gate.state.borrow_mut(),
+        );
+        let body = match body {
+            Body::Complete(bytes) => Some(bytes.to_vec()),
+            _ => None,
+        };
+        self.settle(outcome, body)
+    }
+
+    /// An unknown `kid` of a remote issuer: fetch its keys once (debounced across workers) and decide
+    /// again; otherwise apply the outcome.
+    fn settle(&mut self, outcome: Outcome, body: Option<Vec<u8>>) -> Action {
+        if let (Some(issuer), false) = (outcome.key_refresh, self.refreshed_keys) {
+            self.refreshed_keys = true;
+            let debounce_s = self
+                .gate
+                .policy
+                .issuers
+                .get(issuer)
+                .and_then(|i| i.remote.as_ref())
+                .map_or(60, |r| r.unknown_kid_debounce_s as i64);
+            let now = now().as_secs() as i64;
+            if let Some((token, pending)) =
+                fetch::start(&self.gate, Resource::Keys(issuer), Trigger::UnknownKid { debounce_s }, now)
+            {
+                self.gate.metrics.bump(self.gate.metrics.keys_kid_refresh);
+                self.waiting = Waiting::Keys { token, pending, body };
+                return Action::Pause;
+            }
+        }
+        let body_ref = match &body {
+            Some(bytes) => Body::Complete(bytes),
+            None => Body::NotRead,
+        };
+        self.apply(outcome, body_ref)
+    }
+
+    /// Send the denial, or forward with authoritative audit headers.
+    fn apply(&mut self, mut outcome: Outcome, body: Body<'_>) -> Action {
+        let gate = Rc::clone(&self.gate);
+        let policy = &gate.policy;
+        // a single-use call is claimed for every worker before it may go anywhere
+        if let Some((jti, expires_at)) = outcome.single_use.clone() {
+            let now = self.started.as_secs() as i64;
+            match gate.store.claim_jti(&mut gate.state.borrow_mut(), &jti, expires_at, now) {
+                Ok(true) => {}
+                Ok(false) => outcome = outcome.refuse(Reason::TokenAlreadyUsed),
+                Err(()) => return self.fail("single-use token could not be recorded for all workers"),
+            }
+        }
+        let headers = std::mem::take(&mut self.headers);
+        let facts = facts(&headers, body);
+        let audit_id = self.audit_id(&facts, &outcome);
+        self.audit = Some(AuditRecord::new(&outcome, &facts, &audit_id, self.started.as_millis() as u64));
+        gate.metrics.record(&outcome);
+        let prefix = &policy.audit.header_prefix;
+        if let Some(denial) = outcome.enforced_denial(policy) {
+            self.responder = Responder::Intentgate;
+            self.status = Some(denial.status);
+            let reason_header = format!("{prefix}reason");
+            let audit_header = format!("{prefix}audit-id");
+            let mut response_headers = vec![
+                ("content-type", "application/json"),
+                ("cache-control", "no-store"),
+                (reason_header.as_str(), outcome.reason.code()),
+                (audit_header.as_str(), audit_id.as_str()),
+            ];
+            if let Some(challenge) = denial.www_authenticate.as_deref() {
+                response_headers.push(("www-authenticate", challenge));
+            }
+            if hostcalls::send_http_response(denial.status as u32, response_headers, Some(denial.body.as_bytes()))
+                .is_err()
+            {
+                log(LogLevel::Critical, "intentgate: could not send the denial");
+            }
+            return Action::Pause;
+        }
+
+        // Going upstream: first remove everything an agent could have spoofed, then set our own.
+        let mut mutations: Vec<(String, Option<String>)> = headers
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix.as_str()))
+            .map(|(name, _)| (name.clone(), None))
+            .collect();
+        if !policy.audit.forward_authorization {
+            mutations.push(("authorization".into(), None));
+        }
+        if let Some(target) = &outcome.rewrite_target {
+            mutations.push((":path".into(), Some(target.clone())));
+        }
+        mutations.extend(upstream_headers(prefix, &outcome, &audit_id).into_iter().map(|(n, v)| (n, Some(v))));
+        self.outcome = Some(outcome);
+        for (name, value) in &mutations {
+            if hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value.as_deref()).is_err() {
+                return self.fail("request header mutation refused by the host");
+            }
+        }
+        Action::Continue
+    }
+
+    /// 128 bits from the clock, this VM's context id and sequence, and the request itself.
+    fn audit_id(&self, facts: &RequestFacts<'_>, outcome: &Outcome) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.started.as_nanos().to_le_bytes());
+        hasher.update(self.context_id.to_le_bytes());
+        hasher.update(self.gate.next_sequence().to_le_bytes());
+        hasher.update(facts.path.as_bytes());
+        if let Some(hash) = &outcome.token_sha256 {
+            hasher.update(hash);
+        }
+        let digest: [u8; 32] = hasher.finalize().into();
+        intentgate::hex(&digest).chars().take(32).collect()
+    }
+
+    /// The host refused something the decision depends on: answer 500 rather than forward unchecked.
+    fn fail(&mut self, what: &str) -> Action {
+        log(LogLevel::Critical, &format!("intentgate: {what}; request refused"));
+        self.responder = Responder::Intentgate;
+        self.status = Some(500);
+        let body = br#"{"error":"server_error","reason":"filter_error"}"#;
+        let _ = hostcalls::send_http_response(500, vec![("content-type", "application/json")], Some(body));
+        Action::Pause
+    }
+}
