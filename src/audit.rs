@@ -137,6 +137,9 @@ pub struct AuditRecord {
     pub jti: Option<String>,
     pub token_sha256: Option<String>,
     pub token_cache: Option<&'static str>,
+    /// Who checked the signature on a cache miss: `host` (BoringSSL) or `rust`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature_verifier: Option<&'static str>,
     #[serde(rename = "http.response.status_code")]
     pub status: Option<u16>,
     pub responder: Responder,
@@ -190,6 +193,11 @@ impl AuditRecord {
             jti: claims.map(|c| c.jti.clone()),
             token_sha256: outcome.token_sha256.as_ref().map(hex),
             token_cache: outcome.token_cache.map(|hit| if hit { "hit" } else { "miss" }),
+            signature_verifier: outcome
+                .token
+                .as_ref()
+                .filter(|_| outcome.token_cache == Some(false))
+                .map(|t| t.verified_by.name()),
             status: None,
             responder: Responder::None,
             duration_ms: None,

@@ -62,6 +62,19 @@ impl Mode {
     }
 }
 
+/// Who checks ES256, ES384 and RS256 signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifierChoice {
+    /// The host's BoringSSL when it offers `verify_signature` and passes the self-test, else Rust.
+    #[default]
+    Auto,
+    /// The host only: a host without it (or failing the self-test) refuses the configuration.
+    Host,
+    /// Pure Rust compiled to wasm, always.
+    Rust,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownTool {
@@ -96,6 +109,8 @@ struct ConfigDoc {
     audit: AuditDoc,
     #[serde(default)]
     token_cache: TokenCacheDoc,
+    #[serde(default)]
+    verifier: VerifierChoice,
 }
 
 fn default_max_token_bytes() -> usize {
@@ -506,6 +521,7 @@ pub struct Policy {
     pub revocation: RevocationSettings,
     pub audit: AuditSettings,
     pub token_cache_entries: usize,
+    pub verifier: VerifierChoice,
 }
 
 const MAX_TOKEN_BYTES_LIMIT: usize = 64 * 1024;
@@ -589,6 +605,7 @@ fn compile(doc: ConfigDoc) -> Result<Policy, ConfigError> {
         revocation,
         audit: AuditSettings { header_prefix: prefix, forward_authorization: doc.audit.forward_authorization },
         token_cache_entries: doc.token_cache.max_entries,
+        verifier: doc.verifier,
     })
 }
 

@@ -82,6 +82,8 @@ pub struct VerificationKey {
     pub kid: String,
     pub material: KeyMaterial,
     pub algs: Vec<Alg>,
+    /// SubjectPublicKeyInfo DER, for verification by the host (EC and RSA keys).
+    pub spki_der: Option<Vec<u8>>,
 }
 
 /// The members of a JWK that intentgate reads. Unknown members (`x5c`, `key_ops`, …) are ignored on
@@ -127,6 +129,7 @@ pub fn compile_jwk(value: &serde_json::Value, allowed: &[Alg]) -> Result<Verific
     if kty != "oct" && (jwk.d.is_some() || jwk.p.is_some() || jwk.q.is_some()) {
         return Err(KeyError("contains private key members (d, p, q): configure public keys only".into()));
     }
+    let mut spki_der = None;
     let (material, capable): (KeyMaterial, Vec<Alg>) = match (kty, jwk.crv.as_deref()) {
         ("EC", Some("P-256")) => {
             let point = ec_point(&jwk, 32)?;
@@ -134,6 +137,7 @@ pub fn compile_jwk(value: &serde_json::Value, allowed: &[Alg]) -> Result<Verific
                 .ok()
                 .and_then(|p| p256::ecdsa::VerifyingKey::from_encoded_point(&p).ok())
                 .ok_or_else(|| KeyError("x, y: not a point on P-256".into()))?;
+            spki_der = crate::crypto::ec_spki(&point);
             (KeyMaterial::P256(key), vec![Alg::Es256])
         }
         ("EC", Some("P-384")) => {
@@ -142,6 +146,7 @@ pub fn compile_jwk(value: &serde_json::Value, allowed: &[Alg]) -> Result<Verific
                 .ok()
                 .and_then(|p| p384::ecdsa::VerifyingKey::from_encoded_point(&p).ok())
                 .ok_or_else(|| KeyError("x, y: not a point on P-384".into()))?;
+            spki_der = crate::crypto::ec_spki(&point);
             (KeyMaterial::P384(key), vec![Alg::Es384])
         }
         ("EC", crv) => return Err(KeyError(format!("crv: {:?} is not supported (P-256, P-384)", crv.unwrap_or("")))),
@@ -154,6 +159,7 @@ pub fn compile_jwk(value: &serde_json::Value, allowed: &[Alg]) -> Result<Verific
             if bits < MIN_RSA_BITS {
                 return Err(KeyError(format!("n: {bits}-bit modulus is below {MIN_RSA_BITS} bits")));
             }
+            spki_der = Some(crate::crypto::rsa_spki(&n, &e));
             (
                 KeyMaterial::Rsa {
                     pkcs1: rsa::pkcs1v15::VerifyingKey::new(key.clone()),
@@ -196,7 +202,7 @@ pub fn compile_jwk(value: &serde_json::Value, allowed: &[Alg]) -> Result<Verific
             "can do none of the issuer's allowed algorithms (check algorithms and the key's alg)".into(),
         ));
     }
-    Ok(VerificationKey { kid, material, algs })
+    Ok(VerificationKey { kid, material, algs, spki_der })
 }
 
 fn member(value: &Option<String>, name: &str) -> Result<Vec<u8>, KeyError> {

@@ -20,6 +20,7 @@ pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod constraints;
+pub mod crypto;
 pub mod json;
 pub mod jsonrpc;
 pub mod keys;
@@ -34,7 +35,7 @@ pub mod tools_list;
 
 pub use audit::{AuditRecord, Responder};
 pub use cache::TokenCache;
-pub use config::{ConfigError, Endpoint, Mode, Policy, ProtocolMethods, UnknownTool};
+pub use config::{ConfigError, Endpoint, Mode, Policy, ProtocolMethods, UnknownTool, VerifierChoice};
 pub use jsonrpc::{McpCall, Protocol};
 pub use outcome::{deny_response, DenyResponse, Needed, Reason, RpcContext};
 pub use token::VerifiedToken;
@@ -215,9 +216,10 @@ impl Outcome {
 /// What a gateway remembers between requests. Everything in it either only saves work (the
 /// verified-token cache) or is fed by the adapter from configuration, fetches and shared data: the
 /// current key sets, the deny lists, and the tokens already spent on single-use tools.
-#[derive(Debug)]
 pub struct State {
     pub cache: TokenCache,
+    /// Signature verification by the host, installed by the adapter after a self-test.
+    pub host_verifier: Option<Box<dyn crypto::HostVerifier>>,
     pub keys: keyset::KeyStore,
     pub revocations: revocation::Revocations,
     /// `jti` → `exp` of tokens that made a single-use call.
@@ -235,6 +237,7 @@ impl State {
         }
         State {
             cache: TokenCache::new(policy.token_cache_entries),
+            host_verifier: None,
             keys,
             revocations: revocation::Revocations {
                 configured: policy.revocation.configured.clone(),
@@ -384,18 +387,29 @@ fn verify_cached(
         }
     }
     outcome.token_cache = Some(false);
-    let verified =
-        match token::verify(raw_token, &policy.issuers, &state.keys, &policy.audience, policy.max_token_bytes, now) {
-            Ok(verified) => Rc::new(verified),
-            Err(reason) => {
-                // an unknown kid (or no keys yet) of a remote issuer may be a rotation: tell the adapter
-                if matches!(reason, Reason::KidUnknown | Reason::KeysUnavailable) {
-                    outcome.key_refresh = token::issuer_index_of(raw_token, &policy.issuers)
-                        .filter(|i| policy.issuers.get(*i).is_some_and(|issuer| issuer.remote.is_some()));
-                }
-                return Err(reason);
+    let host = match policy.verifier {
+        VerifierChoice::Rust => None,
+        VerifierChoice::Auto | VerifierChoice::Host => state.host_verifier.as_deref(),
+    };
+    let verified = match token::verify(
+        raw_token,
+        &policy.issuers,
+        &state.keys,
+        host,
+        &policy.audience,
+        policy.max_token_bytes,
+        now,
+    ) {
+        Ok(verified) => Rc::new(verified),
+        Err(reason) => {
+            // an unknown kid (or no keys yet) of a remote issuer may be a rotation: tell the adapter
+            if matches!(reason, Reason::KidUnknown | Reason::KeysUnavailable) {
+                outcome.key_refresh = token::issuer_index_of(raw_token, &policy.issuers)
+                    .filter(|i| policy.issuers.get(*i).is_some_and(|issuer| issuer.remote.is_some()));
             }
-        };
+            return Err(reason);
+        }
+    };
     state.cache.insert(hash, Rc::clone(&verified));
     Ok(verified)
 }

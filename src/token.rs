@@ -4,6 +4,7 @@
 //! parameter. The order of checks is: form → header → issuer → algorithm/key → signature → claims, so
 //! nothing about the claims is judged before the signature holds.
 
+use crate::crypto::{self, HostVerifier, Verifier};
 use crate::keys::{Alg, VerificationKey};
 use crate::keyset::{KeyStore, RemoteKeys};
 use crate::outcome::Reason;
@@ -86,6 +87,7 @@ pub struct VerifiedToken {
     pub alg: Alg,
     /// Position of the issuer in the policy (its key set in the `KeyStore`).
     pub issuer_index: usize,
+    pub verified_by: Verifier,
     /// The issuer's clock skew, kept so that a cached token can be re-checked against a new `now`.
     pub clock_skew_s: i64,
 }
@@ -145,6 +147,7 @@ pub fn verify(
     token: &str,
     issuers: &[Issuer],
     key_store: &KeyStore,
+    host: Option<&dyn HostVerifier>,
     audience: &str,
     max_token_bytes: usize,
     now: i64,
@@ -189,7 +192,15 @@ pub fn verify(
     }
     let signing_input_len = header_b64.len() + 1 + payload_b64.len();
     let signing_input = token.get(..signing_input_len).ok_or(Reason::TokenMalformed)?;
-    if !key.verify(alg, signing_input.as_bytes(), &signature) {
+    // the host (BoringSSL) where it can and passed its self-test, else pure Rust
+    let host_answer = host
+        .and_then(|h| crypto::host_arguments(key, alg, signing_input.as_bytes(), &signature).map(|args| (h, args)))
+        .and_then(|(h, args)| h.verify(&args));
+    let (valid, verified_by) = match host_answer {
+        Some(valid) => (valid, Verifier::Host),
+        None => (key.verify(alg, signing_input.as_bytes(), &signature), Verifier::Rust),
+    };
+    if !valid {
         return Err(Reason::SignatureInvalid);
     }
 
@@ -199,7 +210,14 @@ pub fn verify(
         return Err(Reason::TypInvalid);
     }
     let claims = check_claims(raw, issuer, audience, now)?;
-    let verified = VerifiedToken { claims, kid: kid.to_string(), alg, issuer_index, clock_skew_s: issuer.clock_skew_s };
+    let verified = VerifiedToken {
+        claims,
+        kid: kid.to_string(),
+        alg,
+        issuer_index,
+        verified_by,
+        clock_skew_s: issuer.clock_skew_s,
+    };
     verified.check_time(now)?;
     Ok(verified)
 }

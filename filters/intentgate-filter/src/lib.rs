@@ -17,7 +17,8 @@ mod request;
 mod store;
 
 use fetch::Pending;
-use intentgate::{Policy, State};
+use intentgate::crypto::{self, HostVerifier};
+use intentgate::{Policy, State, VerifierChoice};
 use metrics::Metrics;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -43,6 +44,20 @@ pub(crate) fn log(level: LogLevel, message: &str) {
 
 pub(crate) fn now() -> Duration {
     hostcalls::get_current_time().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).unwrap_or_default()
+}
+
+/// Envoy's BoringSSL `verify_signature` foreign function.
+struct HostCrypto;
+
+impl HostVerifier for HostCrypto {
+    fn verify(&self, arguments: &[u8]) -> Option<bool> {
+        match hostcalls::call_foreign_function("verify_signature", Some(arguments)) {
+            // a valid signature answers `result: true`; an invalid one only an error string
+            Ok(answer) => Some(answer.is_some_and(|bytes| crypto::verify_result(&bytes))),
+            // not offered by this host, or it failed: the caller falls back to Rust
+            Err(_) => None,
+        }
+    }
 }
 
 /// How often every worker looks for fetched data of other workers and for fetches that are due.
@@ -110,10 +125,31 @@ impl RootContext for Root {
                 policy.mode.name()
             ),
         );
+        let mut state = State::new(&policy);
+        match (policy.verifier, crypto::self_test(&HostCrypto)) {
+            (VerifierChoice::Rust, _) => {}
+            (_, true) => {
+                state.host_verifier = Some(Box::new(HostCrypto));
+                log(
+                    LogLevel::Info,
+                    "intentgate: signatures verified by the host (verify_signature passed its self-test)",
+                );
+            }
+            (VerifierChoice::Host, false) => {
+                log(
+                    LogLevel::Critical,
+                    "intentgate: invalid config at verifier: \"host\" but this host's verify_signature is missing or failed its self-test",
+                );
+                return false;
+            }
+            (VerifierChoice::Auto, false) => {
+                log(LogLevel::Info, "intentgate: host verify_signature unavailable; signatures verified in Rust");
+            }
+        }
         let digest: [u8; 32] = Sha256::digest(&bytes).into();
         let fingerprint: String = intentgate::hex(&digest).chars().take(16).collect();
         let gate = Gate {
-            state: RefCell::new(State::new(&policy)),
+            state: RefCell::new(state),
             policy,
             metrics: Metrics::define(),
             store: Store::new(&fingerprint),

@@ -1,5 +1,6 @@
 //! Counters, defined once per VM. Names appear as `wasmcustom.<name>` in Envoy's `/stats`.
 
+use intentgate::crypto::Verifier;
 use intentgate::{Outcome, Reason};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
@@ -18,6 +19,8 @@ pub struct Metrics {
     pub feed_fetch_ok: Option<u32>,
     pub feed_fetch_failed: Option<u32>,
     pub tasks_completed: Option<u32>,
+    verified_by_host: Option<u32>,
+    verified_by_rust: Option<u32>,
 }
 
 impl Metrics {
@@ -39,6 +42,8 @@ impl Metrics {
             feed_fetch_ok: counter("intentgate.revocation_feed.fetch_ok"),
             feed_fetch_failed: counter("intentgate.revocation_feed.fetch_failed"),
             tasks_completed: counter("intentgate.tasks.completed"),
+            verified_by_host: counter("intentgate.signature.host"),
+            verified_by_rust: counter("intentgate.signature.rust"),
         }
     }
 
@@ -60,5 +65,11 @@ impl Metrics {
             Some(false) => self.cache_miss,
             None => None,
         });
+        if let (Some(false), Some(token)) = (outcome.token_cache, &outcome.token) {
+            self.bump(match token.verified_by {
+                Verifier::Host => self.verified_by_host,
+                Verifier::Rust => self.verified_by_rust,
+            });
+        }
     }
 }
