@@ -293,6 +293,12 @@ fn check_body_headers(policy: &Policy, facts: &RequestFacts<'_>) -> Result<(), R
     Ok(())
 }
 
+/// The outcome to audit for a request that ended before it could be decided (the client went away,
+/// or a proxy limit answered first, while the filter was still reading the body). Never forwarded.
+pub fn abandoned(policy: &Policy) -> Outcome {
+    Outcome::new(policy.mode).decide(Reason::RequestIncomplete, Needed::Nothing)
+}
+
 /// Decide one request. `now` is the host's clock in Unix seconds; `state` is what the gateway
 /// remembers between requests (see [`State`]).
 pub fn evaluate(policy: &Policy, facts: &RequestFacts<'_>, now: i64, state: &mut State) -> Outcome {

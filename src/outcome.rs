@@ -66,11 +66,13 @@ pub enum Reason {
     TokenAlreadyUsed,
     KeysUnavailable,
     RevocationFeedStale,
+    /// The request ended (client gone, proxy limit) before the filter could decide: audit only.
+    RequestIncomplete,
 }
 
 impl Reason {
     /// Every reason, so that adapters can pre-register one metric per reason at start-up.
-    pub const ALL: [Reason; 55] = [
+    pub const ALL: [Reason; 56] = [
         Reason::ScopeGranted,
         Reason::AuthorizationDetailsGranted,
         Reason::UnknownToolAllowed,
@@ -126,6 +128,7 @@ impl Reason {
         Reason::TokenAlreadyUsed,
         Reason::KeysUnavailable,
         Reason::RevocationFeedStale,
+        Reason::RequestIncomplete,
     ];
 
     pub fn code(self) -> &'static str {
@@ -185,6 +188,7 @@ impl Reason {
             Reason::TokenAlreadyUsed => "token_already_used",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::RevocationFeedStale => "revocation_feed_stale",
+            Reason::RequestIncomplete => "request_incomplete",
         }
     }
 
@@ -212,7 +216,7 @@ impl Reason {
             Reason::AuthorizationInvalid | Reason::PathInvalid | Reason::JsonrpcInvalid | Reason::JsonrpcBatch => {
                 (400, Error("invalid_request"), -32600)
             }
-            Reason::JsonDuplicateKey => (400, Error("invalid_request"), -32600),
+            Reason::JsonDuplicateKey | Reason::RequestIncomplete => (400, Error("invalid_request"), -32600),
             Reason::JsonInvalid => (400, Error("invalid_request"), -32700),
             Reason::ParamsInvalid => (400, Error("invalid_request"), -32602),
             Reason::McpHeaderMismatch => (400, Error("invalid_request"), -32020),

@@ -392,6 +392,8 @@ fn every_reason_code_has_a_case() {
     covered.extend(lifecycle_cases().iter().map(|(_, want, _)| *want));
     // produced by a policy with `unknown_tool: allow_with_token`, below
     covered.insert(Reason::UnknownToolAllowed);
+    // produced by `abandoned`, below
+    covered.insert(intentgate::abandoned(&policy()).reason);
     let missing: Vec<&str> = Reason::ALL.iter().filter(|r| !covered.contains(r)).map(|r| r.code()).collect();
     assert!(missing.is_empty(), "reasons without a case: {missing:?}");
 }
@@ -404,6 +406,12 @@ fn unknown_tool_can_be_allowed_with_a_valid_token_only() {
     assert_eq!(decide(&policy, "GET", "/api/unknown", &[]).reason, Reason::TokenMissing);
     // a known tool is still enforced
     assert_eq!(decide(&policy, "PUT", "/api/tickets/1", &[&bearer(&token)]).reason, Reason::ScopeInsufficient);
+}
+
+#[test]
+fn an_abandoned_request_is_audited_as_incomplete_and_never_passes() {
+    let outcome = intentgate::abandoned(&policy());
+    assert_eq!((outcome.reason, outcome.allowed()), (Reason::RequestIncomplete, false));
 }
 
 #[test]

@@ -231,6 +231,14 @@ impl HttpContext for Request {
     }
 
     fn on_log(&mut self) {
+        if self.audit.is_none() && !self.headers.is_empty() {
+            // ended while the body was being read: still one audit line per request
+            let outcome = intentgate::abandoned(&self.gate.policy);
+            let facts = facts(&self.headers, Body::NotRead);
+            let audit_id = self.audit_id(&facts, &outcome);
+            self.audit = Some(AuditRecord::new(&outcome, &facts, &audit_id, self.started.as_millis() as u64));
+            self.gate.metrics.record(&outcome);
+        }
         if let Some(mut record) = self.audit.take() {
             let elapsed = now().saturating_sub(self.started);
             record.finish(self.status, self.responder, elapsed.as_millis() as u64);
