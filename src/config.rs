@@ -535,6 +535,12 @@ impl Policy {
         self.issuers.iter().map(|i| i.max_ttl_s + i.clock_skew_s).max().unwrap_or(0)
     }
 
+    /// Whether tasks can end on this gateway (a completing tool or the trusted header): only then is
+    /// the shared list of completed tasks worth reading on every request.
+    pub fn tracks_completion(&self) -> bool {
+        self.revocation.revoke_header.is_some() || self.catalog.tools.iter().any(|t| t.completes_task)
+    }
+
     /// Parse and compile a plugin configuration.
     pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);

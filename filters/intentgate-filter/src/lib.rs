@@ -12,6 +12,7 @@
 //! wrappers `unwrap()` (on non-UTF-8 header values, for example), and a panic kills the VM.
 
 mod fetch;
+mod hostabi;
 mod metrics;
 mod request;
 mod store;

@@ -4,7 +4,7 @@
 
 use crate::fetch::{self, Pending, Resource};
 use crate::store::Trigger;
-use crate::{log, now, Gate};
+use crate::{hostabi, log, now, Gate};
 use intentgate::audit::{upstream_headers, AuditRecord, Responder};
 use intentgate::config::UnparseableList;
 use intentgate::{evaluate, start, tools_list, Body, Outcome, Reason, RequestFacts, Step};
@@ -33,6 +33,8 @@ pub struct Request {
     context_id: u32,
     started: Duration,
     headers: Vec<(String, String)>,
+    /// The same headers as received, byte for byte: what is forwarded is rebuilt from these.
+    raw_headers: Vec<(String, Vec<u8>)>,
     waiting: Waiting,
     /// Bytes of request body buffered so far.
     body_size: usize,
@@ -53,6 +55,7 @@ impl Request {
             context_id,
             started: Duration::ZERO,
             headers: Vec::new(),
+            raw_headers: Vec::new(),
             waiting: Waiting::Nothing,
             body_size: 0,
             refreshed_keys: false,
@@ -96,14 +99,19 @@ impl Context for Request {
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.started = now();
-        self.headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-            Ok(map) => {
-                map.into_iter().map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned())).collect()
-            }
+        self.raw_headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(map) => map,
             Err(_) => return self.fail("request headers unavailable"),
         };
+        self.headers = self
+            .raw_headers
+            .iter()
+            .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
+            .collect();
         let gate = Rc::clone(&self.gate);
-        gate.store.sync_completed(&mut gate.state.borrow_mut());
+        if gate.policy.tracks_completion() {
+            gate.store.sync_completed(&mut gate.state.borrow_mut());
+        }
         let step = start(
             &gate.policy,
             &facts(&self.headers, Body::NotRead),
@@ -339,24 +347,25 @@ impl Request {
             return Action::Pause;
         }
 
-        // Going upstream: first remove everything an agent could have spoofed, then set our own.
-        let mut mutations: Vec<(String, Option<String>)> = headers
-            .iter()
-            .filter(|(name, _)| name.starts_with(prefix.as_str()))
-            .map(|(name, _)| (name.clone(), None))
-            .collect();
-        if !policy.audit.forward_authorization {
-            mutations.push(("authorization".into(), None));
-        }
-        if let Some(target) = &outcome.rewrite_target {
-            mutations.push((":path".into(), Some(target.clone())));
-        }
-        mutations.extend(upstream_headers(prefix, &outcome, &audit_id).into_iter().map(|(n, v)| (n, Some(v))));
+        // Going upstream: the headers as received, less everything an agent could have spoofed
+        // (and the token), plus our own — written back in one host call, since every host call
+        // crosses the VM boundary.
+        let ours = upstream_headers(prefix, &outcome, &audit_id);
+        let path = outcome.rewrite_target.clone();
         self.outcome = Some(outcome);
-        for (name, value) in &mutations {
-            if hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value.as_deref()).is_err() {
-                return self.fail("request header mutation refused by the host");
+        let mut forwarded: Vec<(&str, &[u8])> = Vec::with_capacity(self.raw_headers.len() + ours.len());
+        for (name, value) in &self.raw_headers {
+            let spoofable = name.starts_with(prefix.as_str());
+            let token = name == "authorization" && !policy.audit.forward_authorization;
+            match (name.as_str(), &path) {
+                (":path", Some(path)) => forwarded.push((":path", path.as_bytes())),
+                _ if spoofable || token => {}
+                _ => forwarded.push((name, value)),
             }
+        }
+        forwarded.extend(ours.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+        if hostabi::set_request_headers(&forwarded).is_err() {
+            return self.fail("request header mutation refused by the host");
         }
         Action::Continue
     }
