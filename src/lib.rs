@@ -16,11 +16,13 @@
 
 pub mod audit;
 pub mod authz;
+pub mod binding;
 pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod constraints;
 pub mod crypto;
+pub mod jcs;
 pub mod json;
 pub mod jsonrpc;
 pub mod keys;

@@ -68,11 +68,31 @@ pub enum Reason {
     RevocationFeedStale,
     /// The request ended (client gone, proxy limit) before the filter could decide: audit only.
     RequestIncomplete,
+    // stolen or passed-along tokens, and calls that need a human's yes
+    DpopProofMissing,
+    DpopProofInvalid,
+    DpopHtmMismatch,
+    DpopHtuMismatch,
+    DpopIatInvalid,
+    DpopAthMismatch,
+    DpopKeyMismatch,
+    DpopProofReplayed,
+    DpopBoundTokenAsBearer,
+    CertificateBindingMismatch,
+    BindingRequired,
+    DelegationTooDeep,
+    DelegationCycle,
+    DelegationActorNotAllowed,
+    DelegationPresenterMismatch,
+    ApprovalRequired,
+    ApprovalInvalid,
+    ApprovalMismatch,
+    ApprovalAlreadyUsed,
 }
 
 impl Reason {
     /// Every reason, so that adapters can pre-register one metric per reason at start-up.
-    pub const ALL: [Reason; 56] = [
+    pub const ALL: [Reason; 75] = [
         Reason::ScopeGranted,
         Reason::AuthorizationDetailsGranted,
         Reason::UnknownToolAllowed,
@@ -129,6 +149,25 @@ impl Reason {
         Reason::KeysUnavailable,
         Reason::RevocationFeedStale,
         Reason::RequestIncomplete,
+        Reason::DpopProofMissing,
+        Reason::DpopProofInvalid,
+        Reason::DpopHtmMismatch,
+        Reason::DpopHtuMismatch,
+        Reason::DpopIatInvalid,
+        Reason::DpopAthMismatch,
+        Reason::DpopKeyMismatch,
+        Reason::DpopProofReplayed,
+        Reason::DpopBoundTokenAsBearer,
+        Reason::CertificateBindingMismatch,
+        Reason::BindingRequired,
+        Reason::DelegationTooDeep,
+        Reason::DelegationCycle,
+        Reason::DelegationActorNotAllowed,
+        Reason::DelegationPresenterMismatch,
+        Reason::ApprovalRequired,
+        Reason::ApprovalInvalid,
+        Reason::ApprovalMismatch,
+        Reason::ApprovalAlreadyUsed,
     ];
 
     pub fn code(self) -> &'static str {
@@ -189,6 +228,25 @@ impl Reason {
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::RevocationFeedStale => "revocation_feed_stale",
             Reason::RequestIncomplete => "request_incomplete",
+            Reason::DpopProofMissing => "dpop_proof_missing",
+            Reason::DpopProofInvalid => "dpop_proof_invalid",
+            Reason::DpopHtmMismatch => "dpop_htm_mismatch",
+            Reason::DpopHtuMismatch => "dpop_htu_mismatch",
+            Reason::DpopIatInvalid => "dpop_iat_invalid",
+            Reason::DpopAthMismatch => "dpop_ath_mismatch",
+            Reason::DpopKeyMismatch => "dpop_key_mismatch",
+            Reason::DpopProofReplayed => "dpop_proof_replayed",
+            Reason::DpopBoundTokenAsBearer => "dpop_bound_token_as_bearer",
+            Reason::CertificateBindingMismatch => "certificate_binding_mismatch",
+            Reason::BindingRequired => "binding_required",
+            Reason::DelegationTooDeep => "delegation_too_deep",
+            Reason::DelegationCycle => "delegation_cycle",
+            Reason::DelegationActorNotAllowed => "delegation_actor_not_allowed",
+            Reason::DelegationPresenterMismatch => "delegation_presenter_mismatch",
+            Reason::ApprovalRequired => "approval_required",
+            Reason::ApprovalInvalid => "approval_invalid",
+            Reason::ApprovalMismatch => "approval_mismatch",
+            Reason::ApprovalAlreadyUsed => "approval_already_used",
         }
     }
 
@@ -206,7 +264,7 @@ impl Reason {
     /// The one mapping from a reason to the HTTP status, the challenge (RFC 6750 / RFC 9470 error
     /// code) and the JSON-RPC error code used on JSON-RPC endpoints.
     pub fn response(self) -> ResponseShape {
-        use Challenge::{Bare, Error, NoChallenge};
+        use Challenge::{Bare, Dpop, Error, NoChallenge};
         let (status, challenge, rpc_code) = match self {
             Reason::ScopeGranted
             | Reason::AuthorizationDetailsGranted
@@ -251,7 +309,26 @@ impl Reason {
             | Reason::TaskCompleted
             | Reason::AgentRevoked
             | Reason::KeyRevoked
-            | Reason::TokenAlreadyUsed => (401, Error("invalid_token"), -32001),
+            | Reason::TokenAlreadyUsed
+            | Reason::DpopBoundTokenAsBearer
+            | Reason::CertificateBindingMismatch
+            | Reason::BindingRequired
+            | Reason::DelegationTooDeep
+            | Reason::DelegationCycle
+            | Reason::DelegationActorNotAllowed
+            | Reason::DelegationPresenterMismatch => (401, Error("invalid_token"), -32001),
+            Reason::DpopProofMissing
+            | Reason::DpopProofInvalid
+            | Reason::DpopHtmMismatch
+            | Reason::DpopHtuMismatch
+            | Reason::DpopIatInvalid
+            | Reason::DpopAthMismatch
+            | Reason::DpopKeyMismatch
+            | Reason::DpopProofReplayed => (401, Dpop("invalid_dpop_proof"), -32001),
+            Reason::ApprovalRequired
+            | Reason::ApprovalInvalid
+            | Reason::ApprovalMismatch
+            | Reason::ApprovalAlreadyUsed => (403, Error("insufficient_scope"), -32003),
             // not the caller's fault, and not a pass: the gateway cannot check right now
             Reason::KeysUnavailable | Reason::RevocationFeedStale => (503, NoChallenge, -32000),
             Reason::ToolUnknown
@@ -274,6 +351,8 @@ pub enum Challenge {
     /// RFC 6750 §3.1: no credentials, no error code.
     Bare,
     Error(&'static str),
+    /// RFC 9449 §7.1: a `DPoP` challenge with this error code and the accepted `algs`.
+    Dpop(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +374,10 @@ pub enum Needed {
     Scopes(Vec<String>),
     /// A fresh authentication with one of these `acr` values, no older than `max_age_s`.
     StepUp { acr_values: Vec<String>, max_age_s: u64 },
+    /// A DPoP proof signed with one of these algorithms.
+    DpopProof { algs: Vec<String> },
+    /// A human approval of exactly this call (the body carries the approval request).
+    Approval(serde_json::Value),
 }
 
 /// A complete denial, ready to be written by an adapter.
@@ -325,9 +408,10 @@ pub fn deny_response(
 ) -> DenyResponse {
     let shape = reason.response();
     let error = match shape.challenge {
-        Challenge::Error(error) => Some(error),
+        Challenge::Error(error) | Challenge::Dpop(error) => Some(error),
         _ => None,
     };
+    let scheme = if matches!(shape.challenge, Challenge::Dpop(_)) { "DPoP" } else { "Bearer" };
     let www_authenticate = (shape.challenge != Challenge::NoChallenge).then(|| {
         let mut params: Vec<String> = Vec::new();
         if let Some(url) = resource_metadata {
@@ -345,12 +429,13 @@ pub fn deny_response(
                 params.push(format!("acr_values=\"{}\"", quoted_safe(&acr_values.join(" "))));
                 params.push(format!("max_age=\"{max_age_s}\""));
             }
+            Needed::DpopProof { algs } => params.push(format!("algs=\"{}\"", quoted_safe(&algs.join(" ")))),
             _ => {}
         }
         if params.is_empty() {
-            "Bearer".to_string()
+            scheme.to_string()
         } else {
-            format!("Bearer {}", params.join(", "))
+            format!("{scheme} {}", params.join(", "))
         }
     });
     let error_word = match (shape.status, error) {
@@ -360,12 +445,25 @@ pub fn deny_response(
         (503, None) => "temporarily_unavailable",
         _ => "unauthorized",
     };
+    let approval_request = match needed {
+        Needed::Approval(request) => Some(request.clone()),
+        _ => None,
+    };
     let body = match rpc {
-        None => serde_json::json!({"error": error_word, "reason": reason.code()}),
+        None => {
+            let mut body = serde_json::json!({"error": error_word, "reason": reason.code()});
+            if let (Some(request), Some(map)) = (approval_request, body.as_object_mut()) {
+                map.insert("approval_request".into(), request);
+            }
+            body
+        }
         Some(rpc) => {
             let mut data = serde_json::json!({"reason": reason.code()});
             if let (Some(constraint), Some(map)) = (rpc.constraint, data.as_object_mut()) {
                 map.insert("constraint".into(), constraint.into());
+            }
+            if let (Some(request), Some(map)) = (approval_request, data.as_object_mut()) {
+                map.insert("approval_request".into(), request);
             }
             serde_json::json!({
                 "jsonrpc": "2.0",

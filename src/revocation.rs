@@ -62,6 +62,9 @@ pub struct Revocations {
 impl Revocations {
     /// The reason the token may not be used at `now`, if any.
     pub fn check(&self, token: &VerifiedToken, now: i64) -> Result<(), Reason> {
+        if self.configured.is_empty() && self.feed.is_empty() && self.completed.is_empty() {
+            return Ok(());
+        }
         let claims = &token.claims;
         if let Some(txn) = &claims.txn {
             if self.completed.get(txn).is_some_and(|expires| *expires > now) {

@@ -72,6 +72,8 @@ pub(crate) struct Gate {
     pub store: Store,
     /// Makes audit ids unique within this VM even for requests in the same nanosecond.
     sequence: Cell<u64>,
+    /// When this VM was configured: tells apart the audit ids of different workers.
+    pub vm_started_ns: u64,
 }
 
 impl Gate {
@@ -155,6 +157,7 @@ impl RootContext for Root {
             metrics: Metrics::define(),
             store: Store::new(&fingerprint),
             sequence: Cell::new(0),
+            vm_started_ns: now().as_nanos() as u64,
         };
         let resources = fetch::resources(&gate);
         gate.store.init(&resources.iter().map(|r| r.schedule()).collect::<Vec<_>>());

@@ -11,7 +11,6 @@ use intentgate::{evaluate, start, tools_list, Body, Outcome, Reason, RequestFact
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
-use sha2::{Digest, Sha256};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -243,7 +242,7 @@ impl HttpContext for Request {
             // ended while the body was being read: still one audit line per request
             let outcome = intentgate::abandoned(&self.gate.policy);
             let facts = facts(&self.headers, Body::NotRead);
-            let audit_id = self.audit_id(&facts, &outcome);
+            let audit_id = self.audit_id();
             self.audit = Some(AuditRecord::new(&outcome, &facts, &audit_id, self.started.as_millis() as u64));
             self.gate.metrics.record(&outcome);
         }
@@ -321,7 +320,7 @@ impl Request {
         }
         let headers = std::mem::take(&mut self.headers);
         let facts = facts(&headers, body);
-        let audit_id = self.audit_id(&facts, &outcome);
+        let audit_id = self.audit_id();
         self.audit = Some(AuditRecord::new(&outcome, &facts, &audit_id, self.started.as_millis() as u64));
         gate.metrics.record(&outcome);
         let prefix = &policy.audit.header_prefix;
@@ -370,18 +369,11 @@ impl Request {
         Action::Continue
     }
 
-    /// 128 bits from the clock, this VM's context id and sequence, and the request itself.
-    fn audit_id(&self, facts: &RequestFacts<'_>, outcome: &Outcome) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(self.started.as_nanos().to_le_bytes());
-        hasher.update(self.context_id.to_le_bytes());
-        hasher.update(self.gate.next_sequence().to_le_bytes());
-        hasher.update(facts.path.as_bytes());
-        if let Some(hash) = &outcome.token_sha256 {
-            hasher.update(hash);
-        }
-        let digest: [u8; 32] = hasher.finalize().into();
-        intentgate::hex(&digest).chars().take(32).collect()
+    /// 128 bits, unique per Envoy: the request's start (ns), this VM's start (ns) and this VM's
+    /// request sequence. No hashing: uniqueness is all an audit id needs.
+    fn audit_id(&self) -> String {
+        let vm = self.gate.vm_started_ns ^ (u64::from(self.context_id) << 40);
+        format!("{:016x}{:016x}", self.started.as_nanos() as u64, vm.wrapping_add(self.gate.next_sequence()))
     }
 
     /// The host refused something the decision depends on: answer 500 rather than forward unchecked.
