@@ -70,6 +70,8 @@ mod native {
                         authority: "tools.test",
                         headers: &h,
                         body: Body::NotRead,
+                        scheme: "https",
+                        peer: None,
                     };
                     black_box(evaluate(&uncached, &facts, NOW, &mut fresh))
                 })
@@ -87,6 +89,8 @@ mod native {
                     authority: "tools.test",
                     headers: &h,
                     body: Body::NotRead,
+                    scheme: "https",
+                    peer: None,
                 };
                 black_box(evaluate(&policy, &facts, NOW, &mut state))
             })
@@ -103,6 +107,8 @@ mod native {
                     authority: "tools.test",
                     headers: &h,
                     body: Body::Complete(body.as_bytes()),
+                    scheme: "https",
+                    peer: None,
                 };
                 black_box(evaluate(&policy, &facts, NOW, &mut state))
             })

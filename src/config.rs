@@ -102,6 +102,9 @@ struct ConfigDoc {
     #[serde(default)]
     step_up: StepUpDoc,
     #[serde(default)]
+    binding: BindingDoc,
+    approvals: Option<ApprovalsDoc>,
+    #[serde(default)]
     jsonrpc: JsonRpcDoc,
     #[serde(default)]
     revocation: RevocationDoc,
@@ -134,6 +137,16 @@ struct IssuerDoc {
     subject_prefixes: Vec<String>,
     #[serde(default)]
     client_ids: Vec<String>,
+    #[serde(default)]
+    actor_patterns: Vec<String>,
+    #[serde(default = "default_delegation_depth")]
+    max_delegation_depth: usize,
+    #[serde(default)]
+    require_binding: bool,
+}
+
+fn default_delegation_depth() -> usize {
+    2
 }
 
 fn default_token_types() -> Vec<String> {
@@ -431,6 +444,88 @@ struct HeaderMatchDoc {
     present: Option<bool>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BindingDoc {
+    #[serde(default)]
+    dpop: DpopDoc,
+    #[serde(default)]
+    required_for_risks: Vec<Risk>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DpopDoc {
+    #[serde(default = "default_dpop_algorithms")]
+    algorithms: Vec<String>,
+    #[serde(default = "default_dpop_window")]
+    iat_window_s: u64,
+    htu_origin: Option<String>,
+}
+
+impl Default for DpopDoc {
+    fn default() -> Self {
+        DpopDoc { algorithms: default_dpop_algorithms(), iat_window_s: default_dpop_window(), htu_origin: None }
+    }
+}
+
+fn default_dpop_algorithms() -> Vec<String> {
+    ["ES256", "ES384", "RS256", "PS256", "EdDSA"].map(String::from).to_vec()
+}
+fn default_dpop_window() -> u64 {
+    60
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsDoc {
+    issuer: String,
+    jwks: JwksDoc,
+    algorithms: Vec<String>,
+    #[serde(default = "default_approval_types")]
+    token_types: Vec<String>,
+    #[serde(default = "default_approval_ttl")]
+    max_ttl_s: u64,
+    #[serde(default = "default_skew")]
+    clock_skew_s: u64,
+    #[serde(default = "default_approval_header")]
+    header: String,
+    #[serde(default = "default_approval_risks")]
+    risks: Vec<Risk>,
+}
+
+fn default_approval_types() -> Vec<String> {
+    vec!["intentgate-approval+jwt".into()]
+}
+fn default_approval_ttl() -> u64 {
+    300
+}
+fn default_approval_header() -> String {
+    "x-intentgate-approval".into()
+}
+fn default_approval_risks() -> Vec<Risk> {
+    vec![Risk::Payment, Risk::Infra]
+}
+
+/// Sender-constrained tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub dpop: crate::binding::DpopSettings,
+    /// Calls at these risks need a bound token (DPoP or mTLS), whatever the issuer.
+    pub required_for_risks: Vec<Risk>,
+}
+
+/// Human approvals: who signs them, where they travel, which calls need one.
+#[derive(Debug, Clone)]
+pub struct Approvals {
+    /// The approver, compiled like a token issuer (its own keys, algorithms and `typ`).
+    pub issuer: Issuer,
+    pub keys: crate::keyset::KeyStore,
+    /// Lower-case request header carrying the approval JWT.
+    pub header: String,
+    pub risks: Vec<Risk>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StepUpDoc {
@@ -517,6 +612,8 @@ pub struct Policy {
     pub issuers: Vec<Issuer>,
     pub catalog: Catalog,
     pub step_up: StepUp,
+    pub binding: Binding,
+    pub approvals: Option<Approvals>,
     pub jsonrpc: JsonRpcSettings,
     pub revocation: RevocationSettings,
     pub audit: AuditSettings,
@@ -584,6 +681,8 @@ fn compile(doc: ConfigDoc) -> Result<Policy, ConfigError> {
     }
 
     let step_up = compile_step_up(doc.step_up)?;
+    let binding = compile_binding(doc.binding)?;
+    let approvals = doc.approvals.map(compile_approvals).transpose()?;
     let jsonrpc = compile_jsonrpc(doc.jsonrpc)?;
     let revocation = compile_revocation(doc.revocation)?;
     let catalog = compile_catalog(doc.tools, &step_up, &jsonrpc)?;
@@ -607,6 +706,8 @@ fn compile(doc: ConfigDoc) -> Result<Policy, ConfigError> {
         issuers,
         catalog,
         step_up,
+        binding,
+        approvals,
         jsonrpc,
         revocation,
         audit: AuditSettings { header_prefix: prefix, forward_authorization: doc.audit.forward_authorization },
@@ -674,6 +775,14 @@ fn compile_issuer(doc: IssuerDoc, at: &str) -> Result<Issuer, ConfigError> {
             return Err(invalid(format!("{at}.subject_prefixes[{j}]"), "must not be empty"));
         }
     }
+    if doc.max_delegation_depth > 8 {
+        return Err(invalid(format!("{at}.max_delegation_depth"), format!("{} is above 8", doc.max_delegation_depth)));
+    }
+    for (j, pattern) in doc.actor_patterns.iter().enumerate() {
+        if pattern.is_empty() {
+            return Err(invalid(format!("{at}.actor_patterns[{j}]"), "must not be empty"));
+        }
+    }
     for (j, id) in doc.client_ids.iter().enumerate() {
         if id.is_empty() {
             return Err(invalid(format!("{at}.client_ids[{j}]"), "must not be empty"));
@@ -689,6 +798,9 @@ fn compile_issuer(doc: IssuerDoc, at: &str) -> Result<Issuer, ConfigError> {
         clock_skew_s: doc.clock_skew_s as i64,
         subject_prefixes: doc.subject_prefixes,
         client_ids: doc.client_ids,
+        actor_patterns: doc.actor_patterns,
+        max_delegation_depth: doc.max_delegation_depth,
+        require_binding: doc.require_binding,
     })
 }
 
@@ -801,6 +913,79 @@ fn compile_revocation(doc: RevocationDoc) -> Result<RevocationSettings, ConfigEr
         None => None,
     };
     Ok(RevocationSettings { configured, feed, revoke_header })
+}
+
+fn compile_binding(doc: BindingDoc) -> Result<Binding, ConfigError> {
+    let mut algorithms = Vec::new();
+    for (i, name) in doc.dpop.algorithms.iter().enumerate() {
+        match Alg::from_name(name) {
+            Some(alg) if !alg.is_symmetric() => algorithms.push(alg),
+            _ => {
+                return Err(invalid(
+                    format!("binding.dpop.algorithms[{i}]"),
+                    format!("{name:?} is not an asymmetric algorithm (ES256, ES384, RS256, PS256, EdDSA)"),
+                ))
+            }
+        }
+    }
+    if algorithms.is_empty() {
+        return Err(invalid("binding.dpop.algorithms", "at least one algorithm is required"));
+    }
+    if doc.dpop.iat_window_s == 0 || doc.dpop.iat_window_s > 600 {
+        return Err(invalid("binding.dpop.iat_window_s", format!("{} is outside 1..=600", doc.dpop.iat_window_s)));
+    }
+    if let Some(origin) = &doc.dpop.htu_origin {
+        let well_formed = crate::binding::normalise_uri(origin).is_some_and(|n| n.ends_with('/'))
+            && !origin.trim_end_matches('/').contains(['?', '#'])
+            && origin.split_once("://").is_some_and(|(_, rest)| !rest.trim_end_matches('/').contains('/'));
+        if !well_formed {
+            return Err(invalid(
+                "binding.dpop.htu_origin",
+                format!("{origin:?} is not an origin (https://host[:port])"),
+            ));
+        }
+    }
+    Ok(Binding {
+        dpop: crate::binding::DpopSettings {
+            algorithms,
+            iat_window_s: doc.dpop.iat_window_s as i64,
+            htu_origin: doc.dpop.htu_origin.map(|o| o.trim_end_matches('/').to_string()),
+        },
+        required_for_risks: doc.required_for_risks,
+    })
+}
+
+fn compile_approvals(doc: ApprovalsDoc) -> Result<Approvals, ConfigError> {
+    let header = doc.header.to_ascii_lowercase();
+    if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(invalid("approvals.header", format!("{:?} is not a header name", doc.header)));
+    }
+    if header == "authorization" || header == "dpop" {
+        return Err(invalid("approvals.header", format!("{header:?} carries other credentials")));
+    }
+    if doc.risks.is_empty() {
+        return Err(invalid("approvals.risks", "at least one risk class is required"));
+    }
+    let issuer = compile_issuer(
+        IssuerDoc {
+            issuer: doc.issuer,
+            jwks: Some(doc.jwks),
+            remote_jwks: None,
+            algorithms: doc.algorithms,
+            token_types: doc.token_types,
+            max_ttl_s: doc.max_ttl_s,
+            clock_skew_s: doc.clock_skew_s,
+            subject_prefixes: Vec::new(),
+            client_ids: Vec::new(),
+            actor_patterns: Vec::new(),
+            max_delegation_depth: 0,
+            require_binding: false,
+        },
+        "approvals",
+    )?;
+    let mut keys = crate::keyset::KeyStore::new(1);
+    keys.set(0, crate::keyset::KeySet { keys: issuer.keys.clone() });
+    Ok(Approvals { issuer, keys, header, risks: doc.risks })
 }
 
 fn compile_step_up(doc: StepUpDoc) -> Result<StepUp, ConfigError> {

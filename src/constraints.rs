@@ -135,6 +135,11 @@ fn json_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// `*` matches any run of characters, `?` one byte (see `glob`).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    glob(pattern.as_bytes(), text.as_bytes())
+}
+
 /// `*` matches any run of characters (including none and `/`), `?` exactly one byte; nothing else is
 /// special. Iterative, so a hostile pattern cannot recurse.
 fn glob(pattern: &[u8], text: &[u8]) -> bool {

@@ -100,8 +100,12 @@ mod tests {
 
     #[test]
     fn rfc8785_examples() {
-        let value = json!({"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
-                           "string": "\u{20ac}$\u{000F}\u{000a}A'\u{0042}\u{0022}\u{005c}\\\"/", "literals": [null, true, false]});
+        // RFC 8785 §3.2.2's example, as text: the numbers are written with more digits than f64 keeps
+        let value: Value = serde_json::from_str(
+            r#"{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+                "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"/", "literals": [null, true, false]}"#,
+        )
+        .unwrap();
         assert_eq!(
             canonical(&value),
             r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#

@@ -14,6 +14,7 @@
 //! Adapters call [`start`] with the headers; on JSON-RPC endpoints it asks for the body, and
 //! [`evaluate`] then decides with it.
 
+pub mod approval;
 pub mod audit;
 pub mod authz;
 pub mod binding;
@@ -90,6 +91,10 @@ pub struct RequestFacts<'a> {
     /// Every request header, pseudo-headers included.
     pub headers: &'a [(String, String)],
     pub body: Body<'a>,
+    /// `:scheme` (`http` / `https`), for the DPoP `htu` check.
+    pub scheme: &'a str,
+    /// The TLS client certificate of the connection, when the client presented one.
+    pub peer: Option<&'a binding::PeerCertificate>,
 }
 
 impl RequestFacts<'_> {
@@ -139,9 +144,10 @@ pub struct Outcome {
     pub constraint: Option<constraints::Check>,
     /// An allowed MCP `tools/list`: the adapter filters the response with [`tools_list::filter`].
     pub filter_tools_list: bool,
-    /// An allowed single-use call: the adapter must claim this `jti` (until the given expiry) in the
-    /// state shared by all workers before forwarding, and refuse if another worker claimed it first.
-    pub single_use: Option<(String, i64)>,
+    /// One-time things an allowed call spends (a single-use token, a DPoP proof, an approval): the
+    /// adapter must claim each in the state shared by all workers before forwarding, and refuse
+    /// with `Claim::reason_if_taken` if any was claimed before.
+    pub claims: Vec<Claim>,
     /// An allowed task-completing call: on a 2xx answer the adapter revokes this `txn`.
     pub completes_txn: Option<String>,
     /// Denied for an unknown `kid` (or no keys yet) of this remote issuer: a key refresh may help.
@@ -163,7 +169,7 @@ impl Outcome {
             rpc: None,
             constraint: None,
             filter_tools_list: false,
-            single_use: None,
+            claims: Vec::new(),
             completes_txn: None,
             key_refresh: None,
         }
@@ -183,7 +189,7 @@ impl Outcome {
     pub fn refuse(mut self, reason: Reason) -> Outcome {
         self.reason = reason;
         self.needed = Needed::Nothing;
-        self.single_use = None;
+        self.claims.clear();
         self.completes_txn = None;
         self.filter_tools_list = false;
         self
@@ -215,6 +221,43 @@ impl Outcome {
     }
 }
 
+/// Something an allowed call uses up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClaimKind {
+    /// The token's `jti` on a `single_use` tool.
+    SingleUse,
+    /// A DPoP proof's `jti` (replay protection).
+    DpopProof,
+    /// An approval's `jti`: each approval allows one call.
+    Approval,
+}
+
+impl ClaimKind {
+    /// The name of the shared set that remembers these.
+    pub fn set_name(self) -> &'static str {
+        match self {
+            ClaimKind::SingleUse => "used",
+            ClaimKind::DpopProof => "dpop",
+            ClaimKind::Approval => "approvals",
+        }
+    }
+
+    pub fn reason_if_taken(self) -> Reason {
+        match self {
+            ClaimKind::SingleUse => Reason::TokenAlreadyUsed,
+            ClaimKind::DpopProof => Reason::DpopProofReplayed,
+            ClaimKind::Approval => Reason::ApprovalAlreadyUsed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub kind: ClaimKind,
+    pub id: String,
+    pub expires_at: i64,
+}
+
 /// What a gateway remembers between requests. Everything in it either only saves work (the
 /// verified-token cache) or is fed by the adapter from configuration, fetches and shared data: the
 /// current key sets, the deny lists, and the tokens already spent on single-use tools.
@@ -224,8 +267,8 @@ pub struct State {
     pub host_verifier: Option<Box<dyn crypto::HostVerifier>>,
     pub keys: keyset::KeyStore,
     pub revocations: revocation::Revocations,
-    /// `jti` → `exp` of tokens that made a single-use call.
-    pub used_jti: std::collections::HashMap<String, i64>,
+    /// What this worker knows was spent: (kind, id) → until when it stays spent.
+    pub claimed: std::collections::HashMap<(ClaimKind, String), i64>,
 }
 
 impl State {
@@ -245,7 +288,7 @@ impl State {
                 configured: policy.revocation.configured.clone(),
                 ..Default::default()
             },
-            used_jti: Default::default(),
+            claimed: Default::default(),
         }
     }
 }
@@ -263,8 +306,10 @@ pub enum Step {
 /// Decide on headers alone, or ask for the body (JSON-RPC endpoints). Content type, encoding and a
 /// declared length over the cap are refused here, before anything is buffered.
 pub fn start(policy: &Policy, facts: &RequestFacts<'_>, now: i64, state: &mut State) -> Step {
-    let endpoint = path::normalise(facts.path).ok().and_then(|p| policy.jsonrpc.endpoint_for(&p.path).cloned());
-    match endpoint {
+    let Ok(target) = path::normalise(facts.path) else {
+        return Step::Decided(Box::new(evaluate(policy, facts, now, state)));
+    };
+    match policy.jsonrpc.endpoint_for(&target.path) {
         Some(endpoint) if facts.method == "POST" => match check_body_headers(policy, facts) {
             Ok(()) => Step::ReadBody { max_bytes: policy.jsonrpc.max_body_bytes },
             Err(reason) => {
@@ -273,7 +318,19 @@ pub fn start(policy: &Policy, facts: &RequestFacts<'_>, now: i64, state: &mut St
                 Step::Decided(Box::new(outcome.decide(reason, Needed::Nothing)))
             }
         },
-        _ => Step::Decided(Box::new(evaluate(policy, facts, now, state))),
+        Some(_) => Step::Decided(Box::new(evaluate(policy, facts, now, state))),
+        None => {
+            // an approval binds a plain HTTP call's body too: read it first
+            let host = catalog::host_of(facts.authority);
+            let request =
+                catalog::Target { method: facts.method, path: &target.path, host: &host, headers: facts.headers };
+            match policy.catalog.classify(&request) {
+                Some((tool, _)) if approval::needs_body(policy, tool) => {
+                    Step::ReadBody { max_bytes: policy.jsonrpc.max_body_bytes }
+                }
+                _ => Step::Decided(Box::new(evaluate(policy, facts, now, state))),
+            }
+        }
     }
 }
 
@@ -321,6 +378,9 @@ pub fn evaluate(policy: &Policy, facts: &RequestFacts<'_>, now: i64, state: &mut
     }
     outcome.normalised_path = Some(target.path.clone());
     let endpoint = policy.jsonrpc.endpoint_for(&target.path);
+    if endpoint.is_none() && facts.body == Body::TooLarge {
+        return outcome.decide(Reason::BodyTooLarge, Needed::Nothing);
+    }
     let call = match endpoint {
         None => None,
         Some(endpoint) => match read_call(policy, endpoint, facts, &mut outcome) {
@@ -329,7 +389,7 @@ pub fn evaluate(policy: &Policy, facts: &RequestFacts<'_>, now: i64, state: &mut
         },
     };
 
-    // 2. who is calling
+    // 2. who is calling, and with what right to present the token
     let Some((_, credentials)) = first_credentials else {
         return outcome.decide(Reason::TokenMissing, Needed::Nothing);
     };
@@ -338,7 +398,11 @@ pub fn evaluate(policy: &Policy, facts: &RequestFacts<'_>, now: i64, state: &mut
     if credentials.contains(',') {
         return outcome.decide(Reason::AuthorizationInvalid, Needed::Nothing);
     }
-    let token = match verify_cached(policy, credentials, now, state, &mut outcome) {
+    let (scheme, raw_token) = match credentials_of(credentials) {
+        Ok(parsed) => parsed,
+        Err(reason) => return outcome.decide(reason, Needed::Nothing),
+    };
+    let token = match verify_cached(policy, raw_token, now, state, &mut outcome) {
         Ok(token) => token,
         Err(reason) => return outcome.decide(reason, Needed::Nothing),
     };
@@ -347,17 +411,28 @@ pub fn evaluate(policy: &Policy, facts: &RequestFacts<'_>, now: i64, state: &mut
     if let Err(reason) = state.revocations.check(&token, now) {
         return outcome.decide(reason, Needed::Nothing);
     }
+    if let Err((reason, needed)) =
+        check_sender(policy, facts, &target.path, scheme, raw_token, &token, state, now, &mut outcome)
+    {
+        return outcome.decide(reason, needed);
+    }
 
     // 3. what is being asked, and 4. does the task cover it
-    let (reason, needed, tool) = match call {
-        Some(call) => authorize_call(policy, &call, &token, now, &mut outcome),
+    let (reason, needed, tool) = match &call {
+        Some(call) => authorize_call(policy, call, &token, now, &mut outcome),
         None => authorize_http(policy, facts, &target.path, &token, now, &mut outcome),
     };
     if !reason.is_allow() {
         return outcome.decide(reason, needed);
     }
-    // the task's lifetime and the token's single use
     let risk = tool.map_or(Risk::Read, |t| t.risk);
+    if token.claims.cnf.is_none()
+        && (policy.issuers.get(token.issuer_index).is_some_and(|i| i.require_binding)
+            || policy.binding.required_for_risks.contains(&risk))
+    {
+        return outcome.decide(Reason::BindingRequired, Needed::Nothing);
+    }
+    // 5. the task's lifetime, one-time use, and a human's yes
     if let Some(feed) = &policy.revocation.feed {
         if risk >= feed.stale_min_risk && state.revocations.feed_stale(now, feed.max_staleness_s) {
             return outcome.decide(Reason::RevocationFeedStale, Needed::Nothing);
@@ -365,26 +440,100 @@ pub fn evaluate(policy: &Policy, facts: &RequestFacts<'_>, now: i64, state: &mut
     }
     if let Some(tool) = tool {
         if tool.single_use {
-            if state.used_jti.get(&token.claims.jti).is_some_and(|exp| *exp > now) {
-                return outcome.decide(Reason::TokenAlreadyUsed, Needed::Nothing);
-            }
-            outcome.single_use = Some((token.claims.jti.clone(), token.claims.exp.saturating_add(token.clock_skew_s)));
+            let expires_at = token.claims.exp.saturating_add(token.clock_skew_s);
+            outcome.claims.push(Claim { kind: ClaimKind::SingleUse, id: token.claims.jti.clone(), expires_at });
         }
         if tool.completes_task {
             outcome.completes_txn = token.claims.txn.clone();
         }
+        if let Some(approvals) = policy.approvals.as_ref().filter(|a| a.risks.contains(&tool.risk)) {
+            let digest = approval::call_digest(call.as_ref().and_then(Call::arguments), facts, &target.target());
+            match approval::check(policy, approvals, facts, &token, tool, &digest, state.host_verifier.as_deref(), now)
+            {
+                Ok(claim) => outcome.claims.push(claim),
+                Err((reason, needed)) => return outcome.decide(reason, needed),
+            }
+        }
+    }
+    if let Some(spent) =
+        outcome.claims.iter().find(|c| state.claimed.get(&(c.kind, c.id.clone())).is_some_and(|exp| *exp > now))
+    {
+        let reason = spent.kind.reason_if_taken();
+        return outcome.decide(reason, Needed::Nothing);
     }
     outcome.decide(reason, needed)
 }
 
+/// How the token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// Sender constraint (token-profile.md §3 `cnf`, §6 presenter binding): a DPoP-bound token comes
+/// with a valid proof of its key, a certificate-bound one on the connection with that certificate,
+/// and an authenticated caller (mTLS SPIFFE ID) is the one the token names as acting.
+#[allow(clippy::too_many_arguments)]
+fn check_sender(
+    policy: &Policy,
+    facts: &RequestFacts<'_>,
+    path: &str,
+    scheme: Scheme,
+    raw_token: &str,
+    token: &VerifiedToken,
+    state: &State,
+    now: i64,
+    outcome: &mut Outcome,
+) -> Result<(), (Reason, Needed)> {
+    let dpop_needed =
+        || Needed::DpopProof { algs: policy.binding.dpop.algorithms.iter().map(|a| a.name().to_string()).collect() };
+    let cnf = token.claims.cnf.as_ref();
+    match (cnf.and_then(|c| c.jkt.as_deref()), scheme) {
+        (Some(_), Scheme::Bearer) => return Err((Reason::DpopBoundTokenAsBearer, Needed::Nothing)),
+        (None, Scheme::Dpop) => return Err((Reason::DpopProofInvalid, dpop_needed())),
+        (Some(jkt), Scheme::Dpop) => {
+            let mut proofs = facts.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("dpop"));
+            let proof = match (proofs.next(), proofs.next()) {
+                (Some((_, proof)), None) => proof,
+                (None, _) => return Err((Reason::DpopProofMissing, dpop_needed())),
+                (Some(_), Some(_)) => return Err((Reason::DpopProofInvalid, dpop_needed())),
+            };
+            let origin = match &policy.binding.dpop.htu_origin {
+                Some(origin) => origin.clone(),
+                None => format!("{}://{}", facts.scheme, facts.authority),
+            };
+            let request =
+                binding::ProofRequest { method: facts.method, origin: &origin, path, access_token: raw_token, jkt };
+            let accepted =
+                binding::check_proof(proof, &request, &policy.binding.dpop, state.host_verifier.as_deref(), now)
+                    .map_err(|reason| (reason, dpop_needed()))?;
+            outcome.claims.push(Claim {
+                kind: ClaimKind::DpopProof,
+                id: accepted.jti,
+                expires_at: accepted.remember_until,
+            });
+        }
+        (None, Scheme::Bearer) => {}
+    }
+    if let Some(x5t) = cnf.and_then(|c| c.x5t_s256.as_deref()) {
+        binding::check_certificate(x5t, facts.peer).map_err(|reason| (reason, Needed::Nothing))?;
+    }
+    if let Some(caller) = facts.peer.and_then(|p| p.spiffe_id()) {
+        if token.claims.presenter() != caller {
+            return Err((Reason::DelegationPresenterMismatch, Needed::Nothing));
+        }
+    }
+    Ok(())
+}
+
 fn verify_cached(
     policy: &Policy,
-    credentials: &str,
+    raw_token: &str,
     now: i64,
     state: &mut State,
     outcome: &mut Outcome,
 ) -> Result<Rc<VerifiedToken>, Reason> {
-    let raw_token = bearer_token(credentials)?;
     let hash: [u8; 32] = Sha256::digest(raw_token.as_bytes()).into();
     outcome.token_sha256 = Some(hash);
     if let Some(token) = state.cache.get(&hash, now) {
@@ -453,7 +602,7 @@ fn authorize_http<'p>(
 }
 
 /// A JSON-RPC call read from the body.
-enum Call {
+pub(crate) enum Call {
     Mcp(McpCall),
     A2a {
         agent: String,
@@ -461,6 +610,16 @@ enum Call {
     },
     /// GET (the server's event stream) or DELETE (end of session) on an MCP endpoint.
     McpSession,
+}
+
+impl Call {
+    /// The arguments an approval binds: `params.arguments` of an MCP tool call.
+    fn arguments(&self) -> Option<&serde_json::Value> {
+        match self {
+            Call::Mcp(McpCall::ToolCall { arguments, .. }) => Some(arguments),
+            _ => None,
+        }
+    }
 }
 
 fn read_call(
@@ -587,18 +746,22 @@ fn authorize_call<'p>(
     verdict
 }
 
-/// RFC 6750 §2.1: `Bearer` (any case), one or more spaces, the token. Other schemes are not
-/// credentials this gateway accepts: the caller gets the bare challenge.
-fn bearer_token(value: &str) -> Result<&str, Reason> {
+/// RFC 6750 §2.1 / RFC 9449 §7.1: `Bearer` or `DPoP` (any case), one or more spaces, the token.
+/// Other schemes are not credentials this gateway accepts: the caller gets the bare challenge.
+fn credentials_of(value: &str) -> Result<(Scheme, &str), Reason> {
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return Err(Reason::TokenMissing);
-    }
+    };
     let token = rest.trim_start_matches(' ').trim_end_matches(' ');
     if token.is_empty() || token.contains(' ') {
         return Err(Reason::TokenMalformed);
     }
-    Ok(token)
+    Ok((scheme, token))
 }
 
 /// Unpadded base64url, as JOSE uses; padding or any other alphabet is refused.

@@ -33,6 +33,12 @@ pub struct Issuer {
     pub clock_skew_s: i64,
     pub subject_prefixes: Vec<String>,
     pub client_ids: Vec<String>,
+    /// Who may appear in `act` (globs, `*` any run of characters); empty: no delegation.
+    pub actor_patterns: Vec<String>,
+    /// Longest `act` chain accepted.
+    pub max_delegation_depth: usize,
+    /// Tokens of this issuer must be sender-constrained (`cnf`: DPoP or mTLS).
+    pub require_binding: bool,
 }
 
 /// One `authorization_details` entry of type `urn:intentgate:tool-call`.
@@ -77,6 +83,14 @@ pub struct Claims {
     pub auth_time: Option<i64>,
     /// Delegation chain from `act`, outermost (the current actor) first.
     pub act_chain: Vec<String>,
+    pub cnf: Option<crate::binding::Confirmation>,
+}
+
+impl Claims {
+    /// Who is acting now: the outermost actor, or the subject itself without delegation.
+    pub fn presenter(&self) -> &str {
+        self.act_chain.first().unwrap_or(&self.sub)
+    }
 }
 
 /// A token that passed verification. Time-dependent checks are redone on every use (`check_time`).
@@ -140,6 +154,7 @@ struct RawClaims {
     acr: Option<String>,
     auth_time: Option<serde_json::Number>,
     act: Option<serde_json::Value>,
+    cnf: Option<crate::binding::Confirmation>,
 }
 
 /// Verify a compact JWS access token against the configured issuers.
@@ -337,6 +352,7 @@ fn check_claims(raw: RawClaims, issuer: &Issuer, audience: &str, now: i64) -> Re
         None => Vec::new(),
         Some(act) => parse_act_chain(&act)?,
     };
+    check_delegation(&sub, &act_chain, issuer)?;
     Ok(Claims {
         iss: issuer.issuer.clone(),
         sub,
@@ -355,7 +371,30 @@ fn check_claims(raw: RawClaims, issuer: &Issuer, audience: &str, now: i64) -> Re
         acr: raw.acr,
         auth_time,
         act_chain,
+        cnf: raw.cnf.filter(|c| c.jkt.is_some() || c.x5t_s256.is_some()),
     })
+}
+
+/// token-profile.md §6: bounded depth, no subject twice, every actor allowed by the issuer.
+fn check_delegation(sub: &str, chain: &[String], issuer: &Issuer) -> Result<(), Reason> {
+    if chain.is_empty() {
+        return Ok(());
+    }
+    if chain.len() > issuer.max_delegation_depth {
+        return Err(Reason::DelegationTooDeep);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for who in std::iter::once(sub).chain(chain.iter().map(String::as_str)) {
+        if !seen.insert(who) {
+            return Err(Reason::DelegationCycle);
+        }
+    }
+    for actor in chain {
+        if !issuer.actor_patterns.iter().any(|p| crate::constraints::glob_match(p, actor)) {
+            return Err(Reason::DelegationActorNotAllowed);
+        }
+    }
+    Ok(())
 }
 
 /// RFC 8693 §4.1: `act` is an object with a `sub` and optionally a nested `act` (the prior actor).

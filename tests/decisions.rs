@@ -390,6 +390,7 @@ fn every_reason_code_has_a_case() {
     let mut covered: HashSet<Reason> = cases().iter().map(|c| c.want).collect();
     covered.extend(rpc_cases().iter().map(|c| c.want));
     covered.extend(lifecycle_cases().iter().map(|(_, want, _)| *want));
+    covered.extend(sender_cases().iter().map(|(_, want, _)| *want));
     // produced by a policy with `unknown_tool: allow_with_token`, below
     covered.insert(Reason::UnknownToolAllowed);
     // produced by `abandoned`, below

@@ -29,13 +29,15 @@ fn allowed_calls_tell_the_adapter_what_to_remember() {
     let token =
         bearer(&es256(&with(claims(), json!({"scope": "invoices:pay tasks:complete", "txn": "task-5", "jti": "p1"}))));
     let pay = decide_with(&policy, "POST", "/api/invoices/pay", &[&token], &mut state, NOW);
-    assert_eq!(pay.single_use, Some(("p1".to_string(), NOW + 290 + 30)));
+    let single =
+        intentgate::Claim { kind: intentgate::ClaimKind::SingleUse, id: "p1".into(), expires_at: NOW + 290 + 30 };
+    assert_eq!(pay.claims, vec![single]);
     assert_eq!(pay.completes_txn, None);
     let done = decide_with(&policy, "POST", "/tasks/task-5/complete", &[&token], &mut state, NOW);
     assert_eq!(done.completes_txn.as_deref(), Some("task-5"));
-    assert_eq!(done.single_use, None);
+    assert!(done.claims.is_empty());
     let refused = pay.refuse(intentgate::Reason::TokenAlreadyUsed);
-    assert!(!refused.allowed() && refused.single_use.is_none());
+    assert!(!refused.allowed() && refused.claims.is_empty());
 }
 
 #[test]

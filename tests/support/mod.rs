@@ -149,7 +149,15 @@ pub fn decide_with(
         (":authority".to_string(), "tools.test".to_string()),
     ];
     headers.extend(authorization.iter().map(|a| ("authorization".to_string(), a.to_string())));
-    let facts = RequestFacts { method, path, authority: "tools.test", headers: &headers, body: Body::NotRead };
+    let facts = RequestFacts {
+        method,
+        path,
+        authority: "tools.test",
+        headers: &headers,
+        body: Body::NotRead,
+        scheme: "https",
+        peer: None,
+    };
     evaluate(policy, &facts, now, state)
 }
 
@@ -172,7 +180,15 @@ pub fn decide_rpc(policy: &Policy, path: &str, extra: &[(&str, &str)], body: Bod
     if let Some(token) = token {
         headers.push(("authorization".to_string(), bearer(token)));
     }
-    let facts = RequestFacts { method: "POST", path, authority: "tools.test", headers: &headers, body };
+    let facts = RequestFacts {
+        method: "POST",
+        path,
+        authority: "tools.test",
+        headers: &headers,
+        body,
+        scheme: "https",
+        peer: None,
+    };
     let mut state = State::new(policy);
     match start(policy, &facts, NOW, &mut state) {
         Step::Decided(outcome) => *outcome,
@@ -288,6 +304,7 @@ pub fn run_rpc_case(policy: &Policy, case: &RpcCase) -> Outcome {
 /// test says it arrived), a remote-key issuer, a single-use payment tool and a completing tool.
 pub fn lifecycle_policy_json() -> Value {
     let mut doc = policy_json();
+    doc["issuers"][0]["actor_patterns"] = json!(["spiffe://test/agent/*"]);
     doc["revocation"] = json!({
         "jti": ["revoked-jti"], "txn": ["revoked-task"], "sub": ["spiffe://test/agent/fired"],
         "client_id": ["banned-client"], "actor": ["spiffe://test/agent/rogue"], "kid": ["es384-1"],
@@ -409,7 +426,7 @@ pub fn lifecycle_cases() -> Vec<(&'static str, intentgate::Reason, intentgate::R
     let mut s = fresh();
     let pay = read(json!({"scope": "invoices:pay tickets:read", "jti": "pay-1"}));
     case("first payment", ScopeGranted, run(&mut s, "POST", "/api/invoices/pay", &pay, "es256-1", "ES256"));
-    s.used_jti.insert("pay-1".into(), NOW + 300);
+    s.claimed.insert((intentgate::ClaimKind::SingleUse, "pay-1".into()), NOW + 300);
     case("replayed payment", TokenAlreadyUsed, run(&mut s, "POST", "/api/invoices/pay", &pay, "es256-1", "ES256"));
     case("the spent token still reads", ScopeGranted, run(&mut s, "GET", "/api/tickets", &pay, "es256-1", "ES256"));
 
@@ -430,6 +447,302 @@ pub fn lifecycle_cases() -> Vec<(&'static str, intentgate::Reason, intentgate::R
         "key rotated out, cached token too",
         KidUnknown,
         run(&mut s, "GET", "/api/tickets", &remote, "es256-1", "ES256"),
+    );
+    cases
+}
+
+/// The test policy plus sender constraint, delegation and approvals.
+pub fn sender_policy_json() -> Value {
+    let mut doc = policy_json();
+    doc["issuers"][0]["actor_patterns"] = json!(["spiffe://test/agent/*"]);
+    doc["binding"] = json!({"required_for_risks": ["infra"], "dpop": {"iat_window_s": 60}});
+    doc["approvals"] = json!({
+        "issuer": "https://approver.test",
+        "jwks": keys().jwks(&["es256-rotated"]).unwrap_or_default(),
+        "algorithms": ["ES256"]
+    });
+    doc
+}
+
+/// A request with everything a sender-constrained call can carry.
+pub struct Call<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<&'a [u8]>,
+    pub peer: Option<intentgate::binding::PeerCertificate>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(method: &'a str, path: &'a str) -> Call<'a> {
+        Call { method, path, headers: Vec::new(), body: None, peer: None }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Call<'a> {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Decide it as the adapter would: `start`, then the body when asked for.
+    pub fn decide(&self, policy: &Policy, state: &mut State) -> Outcome {
+        let mut headers = vec![
+            (":method".to_string(), self.method.to_string()),
+            (":path".to_string(), self.path.to_string()),
+            (":authority".to_string(), "tools.test".to_string()),
+        ];
+        headers.extend(self.headers.iter().cloned());
+        let facts = |body| RequestFacts {
+            method: self.method,
+            path: self.path,
+            authority: "tools.test",
+            headers: &headers,
+            body,
+            scheme: "https",
+            peer: self.peer.as_ref(),
+        };
+        match start(policy, &facts(Body::NotRead), NOW, state) {
+            Step::Decided(outcome) => *outcome,
+            Step::ReadBody { .. } => {
+                evaluate(policy, &facts(Body::Complete(self.body.unwrap_or_default())), NOW, state)
+            }
+        }
+    }
+}
+
+/// A DPoP proof for `method` `htu`, signed with the private key `kid` (its public JWK embedded).
+pub fn dpop_proof(kid: &str, alg: &str, method: &str, htu: &str, token: &str, changes: Value, header: Value) -> String {
+    use sha2::Digest;
+    let ath = intentgate::binding::b64url(&sha2::Sha256::digest(token.as_bytes()));
+    let claims =
+        with(json!({"jti": format!("proof-{}", NOW), "htm": method, "htu": htu, "iat": NOW, "ath": ath}), changes);
+    let jwk = keys().public(kid).unwrap_or_default();
+    let header = with(json!({"typ": "dpop+jwt", "kid": null, "jwk": jwk}), header);
+    mint(kid, alg, header, &claims)
+}
+
+pub fn jkt(kid: &str) -> String {
+    intentgate::binding::thumbprint(&keys().public(kid).unwrap_or_default()).unwrap_or_default()
+}
+
+/// An approval of `tool` with `args_sha256` for `txn` and `agent`, signed by the approver key.
+pub fn approval(tool: &str, args_sha256: &str, txn: &str, agent: &str, changes: Value) -> String {
+    let claims = with(
+        json!({"iss": "https://approver.test", "aud": AUDIENCE, "sub": agent, "txn": txn, "tool": tool,
+               "args_sha256": args_sha256, "iat": NOW - 5, "exp": NOW + 120, "jti": format!("approval-{tool}-{txn}")}),
+        changes,
+    );
+    mint("es256-rotated", "ES256", json!({"typ": "intentgate-approval+jwt"}), &claims)
+}
+
+/// Each sender/delegation/approval case: its name, the reason it must produce, and the one it did.
+pub fn sender_cases() -> Vec<(&'static str, intentgate::Reason, intentgate::Reason)> {
+    use intentgate::Reason::*;
+    let policy = policy_from(&sender_policy_json());
+    let mut cases = Vec::new();
+    let mut case = |name, want, got| cases.push((name, want, got));
+    let htu = "https://tools.test/api/tickets";
+
+    // DPoP: the token is bound to the key of ed25519-1; proofs are signed with it (or not)
+    let bound = es256(&with(claims(), json!({"cnf": {"jkt": jkt("ed25519-1")}})));
+    let dpop = |proof: String| {
+        Call::new("GET", "/api/tickets").header("authorization", &format!("DPoP {bound}")).header("dpop", &proof)
+    };
+    let proof = |changes: Value, header: Value| dpop_proof("ed25519-1", "EdDSA", "GET", htu, &bound, changes, header);
+    let mut s = State::new(&policy);
+    case("dpop: valid proof", ScopeGranted, dpop(proof(json!({}), json!({}))).decide(&policy, &mut s).reason);
+    let replayed = dpop(proof(json!({"jti": "seen"}), json!({})));
+    s.claimed.insert((intentgate::ClaimKind::DpopProof, "seen".into()), NOW + 60);
+    case("dpop: replayed proof", DpopProofReplayed, replayed.decide(&policy, &mut s).reason);
+    let bearer_bound = Call::new("GET", "/api/tickets").header("authorization", &bearer(&bound));
+    case("dpop: bound token as Bearer", DpopBoundTokenAsBearer, bearer_bound.decide(&policy, &mut s).reason);
+    let no_proof = Call::new("GET", "/api/tickets").header("authorization", &format!("DPoP {bound}"));
+    case("dpop: no proof", DpopProofMissing, no_proof.decide(&policy, &mut s).reason);
+    case(
+        "dpop: typ JWT",
+        DpopProofInvalid,
+        dpop(proof(json!({}), json!({"typ": "JWT"}))).decide(&policy, &mut s).reason,
+    );
+    let private = keys().private("ed25519-1").cloned().unwrap_or_default();
+    case(
+        "dpop: private key in jwk",
+        DpopProofInvalid,
+        dpop(proof(json!({}), json!({"jwk": private}))).decide(&policy, &mut s).reason,
+    );
+    case(
+        "dpop: wrong htm",
+        DpopHtmMismatch,
+        dpop(proof(json!({"htm": "POST"}), json!({}))).decide(&policy, &mut s).reason,
+    );
+    case(
+        "dpop: wrong htu",
+        DpopHtuMismatch,
+        dpop(proof(json!({"htu": "https://tools.test/api/other"}), json!({}))).decide(&policy, &mut s).reason,
+    );
+    case(
+        "dpop: htu differs only by normalisation",
+        ScopeGranted,
+        dpop(proof(json!({"htu": "HTTPS://TOOLS.test:443/api/./tickets?q=1", "jti": "n"}), json!({})))
+            .decide(&policy, &mut s)
+            .reason,
+    );
+    case(
+        "dpop: stale iat",
+        DpopIatInvalid,
+        dpop(proof(json!({"iat": NOW - 120}), json!({}))).decide(&policy, &mut s).reason,
+    );
+    case(
+        "dpop: future iat",
+        DpopIatInvalid,
+        dpop(proof(json!({"iat": NOW + 120}), json!({}))).decide(&policy, &mut s).reason,
+    );
+    case(
+        "dpop: wrong ath",
+        DpopAthMismatch,
+        dpop(proof(json!({"ath": "AAAA"}), json!({}))).decide(&policy, &mut s).reason,
+    );
+    let other_key = dpop_proof("es256-rotated", "ES256", "GET", htu, &bound, json!({}), json!({}));
+    case("dpop: proof key is not the bound key", DpopKeyMismatch, dpop(other_key).decide(&policy, &mut s).reason);
+    let unbound = es256(&claims());
+    let dpop_unbound = Call::new("GET", "/api/tickets")
+        .header("authorization", &format!("DPoP {unbound}"))
+        .header("dpop", &dpop_proof("ed25519-1", "EdDSA", "GET", htu, &unbound, json!({}), json!({})));
+    case("dpop: scheme with an unbound token", DpopProofInvalid, dpop_unbound.decide(&policy, &mut s).reason);
+
+    // mTLS: the token names the certificate; the caller's SPIFFE ID must be the acting agent
+    let cert = intentgate::binding::PeerCertificate {
+        sha256: vec![7; 32],
+        uri_san: Some("spiffe://test/agent/support-bot".into()),
+    };
+    let x5t = intentgate::binding::b64url(&cert.sha256);
+    let cert_bound = es256(&with(claims(), json!({"cnf": {"x5t#S256": x5t}})));
+    let mut mtls = Call::new("GET", "/api/tickets").header("authorization", &bearer(&cert_bound));
+    mtls.peer = Some(cert.clone());
+    case("mtls: matching certificate", ScopeGranted, mtls.decide(&policy, &mut s).reason);
+    mtls.peer = Some(intentgate::binding::PeerCertificate { sha256: vec![8; 32], ..cert.clone() });
+    case("mtls: another certificate", CertificateBindingMismatch, mtls.decide(&policy, &mut s).reason);
+    mtls.peer = None;
+    case("mtls: no certificate", CertificateBindingMismatch, mtls.decide(&policy, &mut s).reason);
+    let mut presenter = Call::new("GET", "/api/tickets").header("authorization", &bearer(&es256(&claims())));
+    presenter.peer = Some(intentgate::binding::PeerCertificate {
+        uri_san: Some("spiffe://test/agent/intruder".into()),
+        ..cert.clone()
+    });
+    case(
+        "presenter: token of agent A presented by agent B",
+        DelegationPresenterMismatch,
+        presenter.decide(&policy, &mut s).reason,
+    );
+    let handed = es256(&with(claims(), json!({"act": {"sub": "spiffe://test/agent/intruder"}})));
+    let mut delegated = Call::new("GET", "/api/tickets").header("authorization", &bearer(&handed));
+    delegated.peer = presenter.peer.clone();
+    case("presenter: the outermost actor presents", ScopeGranted, delegated.decide(&policy, &mut s).reason);
+
+    // delegation chains
+    let chain = |act: Value| {
+        Call::new("GET", "/api/tickets").header("authorization", &bearer(&es256(&with(claims(), json!({"act": act})))))
+    };
+    let two_hops = json!({"sub": "spiffe://test/agent/b", "act": {"sub": "spiffe://test/agent/c"}});
+    case("delegation: two hops", ScopeGranted, chain(two_hops).decide(&policy, &mut s).reason);
+    let three = json!({"sub": "spiffe://test/agent/b", "act": {"sub": "spiffe://test/agent/c", "act": {"sub": "spiffe://test/agent/d"}}});
+    case("delegation: over the depth bound", DelegationTooDeep, chain(three).decide(&policy, &mut s).reason);
+    let cycle = json!({"sub": "spiffe://test/agent/b", "act": {"sub": "spiffe://test/agent/support-bot"}});
+    case("delegation: a cycle", DelegationCycle, chain(cycle).decide(&policy, &mut s).reason);
+    case(
+        "delegation: actor not allowed",
+        DelegationActorNotAllowed,
+        chain(json!({"sub": "spiffe://evil/agent/x"})).decide(&policy, &mut s).reason,
+    );
+
+    // binding required for infra calls
+    let admin = with(claims(), json!({"scope": "admin", "txn": "t", "acr": "urn:test:mfa", "auth_time": NOW}));
+    let unbound_admin = Call::new("GET", "/admin/users").header("authorization", &bearer(&es256(&admin)));
+    case("binding required for infra", BindingRequired, unbound_admin.decide(&policy, &mut s).reason);
+
+    // approvals: the payment is refused with an approval request, then allowed with the approval
+    let payer = with(
+        claims(),
+        json!({"txn": "task-pay", "acr": "urn:test:mfa", "auth_time": NOW - 10,
+        "authorization_details": [{"type": "urn:intentgate:tool-call", "locations": [AUDIENCE],
+            "actions": ["payments.refund"], "identifier": "refund_payment", "privileges": ["payment"]}]}),
+    );
+    let payer = es256(&payer);
+    let body = br#"{"ticket":"T-1","amount":40}"#;
+    let refund = |approval: Option<&str>, body: &'static [u8]| {
+        let mut call = Call::new("POST", "/api/payments/refund").header("authorization", &bearer(&payer));
+        if let Some(approval) = approval {
+            call = call.header("x-intentgate-approval", approval);
+        }
+        call.body = Some(body);
+        call
+    };
+    let first = refund(None, body).decide(&policy, &mut s);
+    let digest = match &first.needed {
+        intentgate::Needed::Approval(request) => request["args_sha256"].as_str().unwrap_or_default().to_string(),
+        _ => String::new(),
+    };
+    case("approval: missing", ApprovalRequired, first.reason);
+    let agent = "spiffe://test/agent/support-bot";
+    let good = approval("refund_payment", &digest, "task-pay", agent, json!({}));
+    let allowed = refund(Some(&good), body).decide(&policy, &mut s);
+    case(
+        "approval: valid",
+        AuthorizationDetailsGranted,
+        if allowed.claims.iter().any(|c| c.kind == intentgate::ClaimKind::Approval) {
+            allowed.reason
+        } else {
+            ClaimsInvalid
+        },
+    );
+    s.claimed.insert((intentgate::ClaimKind::Approval, "approval-refund_payment-task-pay".into()), NOW + 200);
+    case("approval: used twice", ApprovalAlreadyUsed, refund(Some(&good), body).decide(&policy, &mut s).reason);
+    let mut s = State::new(&policy);
+    case(
+        "approval: other arguments",
+        ApprovalMismatch,
+        refund(Some(&good), br#"{"ticket":"T-1","amount":400}"#).decide(&policy, &mut s).reason,
+    );
+    case(
+        "approval: other tool",
+        ApprovalMismatch,
+        refund(Some(&approval("rotate_secret", &digest, "task-pay", agent, json!({}))), body)
+            .decide(&policy, &mut s)
+            .reason,
+    );
+    case(
+        "approval: other task",
+        ApprovalMismatch,
+        refund(Some(&approval("refund_payment", &digest, "task-other", agent, json!({}))), body)
+            .decide(&policy, &mut s)
+            .reason,
+    );
+    case(
+        "approval: other agent",
+        ApprovalMismatch,
+        refund(Some(&approval("refund_payment", &digest, "task-pay", "spiffe://test/agent/other", json!({}))), body)
+            .decide(&policy, &mut s)
+            .reason,
+    );
+    case(
+        "approval: expired",
+        ApprovalInvalid,
+        refund(
+            Some(&approval("refund_payment", &digest, "task-pay", agent, json!({"iat": NOW - 400, "exp": NOW - 100}))),
+            body,
+        )
+        .decide(&policy, &mut s)
+        .reason,
+    );
+    let forged = mint(
+        "es256-1",
+        "ES256",
+        json!({"typ": "intentgate-approval+jwt", "kid": "es256-rotated"}),
+        &json!({"iss": "https://approver.test", "aud": AUDIENCE, "sub": agent, "txn": "task-pay", "tool": "refund_payment",
+                "args_sha256": digest, "iat": NOW, "exp": NOW + 60, "jti": "forged"}),
+    );
+    case(
+        "approval: signed by the wrong key",
+        ApprovalInvalid,
+        refund(Some(&forged), body).decide(&policy, &mut s).reason,
     );
     cases
 }

@@ -6,8 +6,9 @@ use crate::fetch::{self, Pending, Resource};
 use crate::store::Trigger;
 use crate::{hostabi, log, now, Gate};
 use intentgate::audit::{upstream_headers, AuditRecord, Responder};
+use intentgate::binding::PeerCertificate;
 use intentgate::config::UnparseableList;
-use intentgate::{evaluate, start, tools_list, Body, Outcome, Reason, RequestFacts, Step};
+use intentgate::{evaluate, start, tools_list, Body, Outcome, RequestFacts, Step};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
@@ -32,6 +33,8 @@ pub struct Request {
     context_id: u32,
     started: Duration,
     headers: Vec<(String, String)>,
+    /// The TLS client certificate, read once per request.
+    peer: Option<PeerCertificate>,
     /// The same headers as received, byte for byte: what is forwarded is rebuilt from these.
     raw_headers: Vec<(String, Vec<u8>)>,
     waiting: Waiting,
@@ -54,6 +57,7 @@ impl Request {
             context_id,
             started: Duration::ZERO,
             headers: Vec::new(),
+            peer: None,
             raw_headers: Vec::new(),
             waiting: Waiting::Nothing,
             body_size: 0,
@@ -67,9 +71,30 @@ impl Request {
     }
 }
 
-fn facts<'a>(headers: &'a [(String, String)], body: Body<'a>) -> RequestFacts<'a> {
+fn facts<'a>(headers: &'a [(String, String)], body: Body<'a>, peer: Option<&'a PeerCertificate>) -> RequestFacts<'a> {
     let pseudo = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).unwrap_or("");
-    RequestFacts { method: pseudo(":method"), path: pseudo(":path"), authority: pseudo(":authority"), headers, body }
+    RequestFacts {
+        method: pseudo(":method"),
+        path: pseudo(":path"),
+        authority: pseudo(":authority"),
+        scheme: pseudo(":scheme"),
+        headers,
+        body,
+        peer,
+    }
+}
+
+/// The TLS client certificate of this connection (Envoy: hex SHA-256 of the DER, first URI SAN).
+fn peer_certificate() -> Option<PeerCertificate> {
+    let property = |name: &str| {
+        hostcalls::get_property(vec!["connection", name]).ok().flatten().and_then(|b| String::from_utf8(b).ok())
+    };
+    let digest = property("sha256_peer_certificate_digest").filter(|d| !d.is_empty())?;
+    let sha256: Option<Vec<u8>> = (0..digest.len())
+        .step_by(2)
+        .map(|i| digest.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    Some(PeerCertificate { sha256: sha256?, uri_san: property("uri_san_peer_certificate").filter(|s| !s.is_empty()) })
 }
 
 impl Context for Request {
@@ -98,6 +123,7 @@ impl Context for Request {
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.started = now();
+        self.peer = peer_certificate();
         self.raw_headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             Ok(map) => map,
             Err(_) => return self.fail("request headers unavailable"),
@@ -113,7 +139,7 @@ impl HttpContext for Request {
         }
         let step = start(
             &gate.policy,
-            &facts(&self.headers, Body::NotRead),
+            &facts(&self.headers, Body::NotRead, self.peer.as_ref()),
             self.started.as_secs() as i64,
             &mut gate.state.borrow_mut(),
         );
@@ -238,10 +264,15 @@ impl HttpContext for Request {
     }
 
     fn on_log(&mut self) {
+        if let Waiting::Keys { pending, .. } = std::mem::replace(&mut self.waiting, Waiting::Nothing) {
+            // the client went away before the refresh answered: its response will never be read,
+            // so free the fetch (lease and debounce) for the next caller rather than block it
+            self.gate.store.release(&pending.resource.schedule());
+        }
         if self.audit.is_none() && !self.headers.is_empty() {
             // ended while the body was being read: still one audit line per request
             let outcome = intentgate::abandoned(&self.gate.policy);
-            let facts = facts(&self.headers, Body::NotRead);
+            let facts = facts(&self.headers, Body::NotRead, self.peer.as_ref());
             let audit_id = self.audit_id();
             self.audit = Some(AuditRecord::new(&outcome, &facts, &audit_id, self.started.as_millis() as u64));
             self.gate.metrics.record(&outcome);
@@ -266,7 +297,7 @@ impl Request {
         let gate = Rc::clone(&self.gate);
         let outcome = evaluate(
             &gate.policy,
-            &facts(&self.headers, body),
+            &facts(&self.headers, body, self.peer.as_ref()),
             self.started.as_secs() as i64,
             &mut gate.state.borrow_mut(),
         );
@@ -279,23 +310,38 @@ impl Request {
 
     /// An unknown `kid` of a remote issuer: fetch its keys once (debounced across workers) and decide
     /// again; otherwise apply the outcome.
-    fn settle(&mut self, outcome: Outcome, body: Option<Vec<u8>>) -> Action {
+    fn settle(&mut self, mut outcome: Outcome, body: Option<Vec<u8>>) -> Action {
         if let (Some(issuer), false) = (outcome.key_refresh, self.refreshed_keys) {
             self.refreshed_keys = true;
-            let debounce_s = self
-                .gate
-                .policy
-                .issuers
-                .get(issuer)
-                .and_then(|i| i.remote.as_ref())
-                .map_or(60, |r| r.unknown_kid_debounce_s as i64);
+            let gate = Rc::clone(&self.gate);
             let now = now().as_secs() as i64;
-            if let Some((token, pending)) =
-                fetch::start(&self.gate, Resource::Keys(issuer), Trigger::UnknownKid { debounce_s }, now)
-            {
-                self.gate.metrics.bump(self.gate.metrics.keys_kid_refresh);
-                self.waiting = Waiting::Keys { token, pending, body };
-                return Action::Pause;
+            // another worker (or the main thread's timer) may have fetched the key already: look in
+            // shared data first, and fetch only if the key is still unknown
+            gate.store.sync(&gate.policy, &mut gate.state.borrow_mut(), now);
+            let body_ref = match &body {
+                Some(bytes) => Body::Complete(bytes),
+                None => Body::NotRead,
+            };
+            outcome = evaluate(
+                &gate.policy,
+                &facts(&self.headers, body_ref, self.peer.as_ref()),
+                self.started.as_secs() as i64,
+                &mut gate.state.borrow_mut(),
+            );
+            if outcome.key_refresh == Some(issuer) {
+                let debounce_s = gate
+                    .policy
+                    .issuers
+                    .get(issuer)
+                    .and_then(|i| i.remote.as_ref())
+                    .map_or(60, |r| r.unknown_kid_debounce_s as i64);
+                if let Some((token, pending)) =
+                    fetch::start(&gate, Resource::Keys(issuer), Trigger::UnknownKid { debounce_s }, now)
+                {
+                    gate.metrics.bump(gate.metrics.keys_kid_refresh);
+                    self.waiting = Waiting::Keys { token, pending, body };
+                    return Action::Pause;
+                }
             }
         }
         let body_ref = match &body {
@@ -309,17 +355,21 @@ impl Request {
     fn apply(&mut self, mut outcome: Outcome, body: Body<'_>) -> Action {
         let gate = Rc::clone(&self.gate);
         let policy = &gate.policy;
-        // a single-use call is claimed for every worker before it may go anywhere
-        if let Some((jti, expires_at)) = outcome.single_use.clone() {
-            let now = self.started.as_secs() as i64;
-            match gate.store.claim_jti(&mut gate.state.borrow_mut(), &jti, expires_at, now) {
+        // one-time things (single-use token, DPoP proof, approval) are spent for every worker before
+        // the call may go anywhere
+        let now = self.started.as_secs() as i64;
+        for claim in outcome.claims.clone() {
+            match gate.store.claim(&mut gate.state.borrow_mut(), &claim, now) {
                 Ok(true) => {}
-                Ok(false) => outcome = outcome.refuse(Reason::TokenAlreadyUsed),
-                Err(()) => return self.fail("single-use token could not be recorded for all workers"),
+                Ok(false) => {
+                    outcome = outcome.refuse(claim.kind.reason_if_taken());
+                    break;
+                }
+                Err(()) => return self.fail("a one-time credential could not be recorded for all workers"),
             }
         }
         let headers = std::mem::take(&mut self.headers);
-        let facts = facts(&headers, body);
+        let facts = facts(&headers, body, self.peer.as_ref());
         let audit_id = self.audit_id();
         self.audit = Some(AuditRecord::new(&outcome, &facts, &audit_id, self.started.as_millis() as u64));
         gate.metrics.record(&outcome);
@@ -356,9 +406,11 @@ impl Request {
         for (name, value) in &self.raw_headers {
             let spoofable = name.starts_with(prefix.as_str());
             let token = name == "authorization" && !policy.audit.forward_authorization;
+            // the DPoP proof and the approval are credentials of this hop only
+            let credential = name == "dpop" || policy.approvals.as_ref().is_some_and(|a| a.header == *name);
             match (name.as_str(), &path) {
                 (":path", Some(path)) => forwarded.push((":path", path.as_bytes())),
-                _ if spoofable || token => {}
+                _ if spoofable || token || credential => {}
                 _ => forwarded.push((name, value)),
             }
         }

@@ -4,14 +4,14 @@
 
 use intentgate::keyset::{parse_jwks, KeySet};
 use intentgate::revocation::parse_feed;
-use intentgate::{Policy, State};
+use intentgate::{Claim, ClaimKind, Policy, State};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 use serde_json::{json, Map, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// Spent `jti`s kept at most; past this a single-use call is refused rather than unrecorded.
+/// Spent one-time things kept at most per kind; past this a call is refused rather than unrecorded.
 const MAX_USED: usize = 100_000;
 /// Completed tasks kept at most.
 const MAX_COMPLETED: usize = 100_000;
@@ -100,7 +100,11 @@ impl Store {
         let initial = fetched
             .iter()
             .map(|name| (name.clone(), Schedule::default().to_bytes()))
-            .chain([("completed".to_string(), empty_map.clone()), ("used".to_string(), empty_map)]);
+            .chain(std::iter::once(("completed".to_string(), empty_map.clone())))
+            .chain(
+                [ClaimKind::SingleUse, ClaimKind::DpopProof, ClaimKind::Approval]
+                    .map(|kind| (kind.set_name().to_string(), empty_map.clone())),
+            );
         for (name, value) in initial {
             let key = self.key(&name);
             if get(&key).1.is_none() {
@@ -145,6 +149,20 @@ impl Store {
             schedule.next_at = next_at;
             schedule.failures = failures;
             schedule.lease_until = 0;
+            if !matches!(hostcalls::set_shared_data(&key, Some(&schedule.to_bytes()), cas), Err(Status::CasMismatch)) {
+                return;
+            }
+        }
+    }
+
+    /// Give up a fetch whose answer will never be read: clear its lease and its unknown-kid debounce.
+    pub fn release(&self, name: &str) {
+        let key = self.key(name);
+        for _ in 0..CAS_RETRIES {
+            let (bytes, cas) = get(&key);
+            let mut schedule = bytes.map(|b| Schedule::from_bytes(&b)).unwrap_or_default();
+            schedule.lease_until = 0;
+            schedule.kid_fetch_at = 0;
             if !matches!(hostcalls::set_shared_data(&key, Some(&schedule.to_bytes()), cas), Err(Status::CasMismatch)) {
                 return;
             }
@@ -204,11 +222,12 @@ impl Store {
         self.add("completed", txn, expires_at, now, MAX_COMPLETED).is_ok()
     }
 
-    /// Claim a single-use `jti` for every worker. `Ok(false)`: another call already spent it.
-    pub fn claim_jti(&self, state: &mut State, jti: &str, expires_at: i64, now: i64) -> Result<bool, ()> {
-        let claimed = self.add("used", jti, expires_at, now, MAX_USED)?;
+    /// Spend a one-time thing (a single-use token, a DPoP proof, an approval) for every worker.
+    /// `Ok(false)`: another call already spent it.
+    pub fn claim(&self, state: &mut State, claim: &Claim, now: i64) -> Result<bool, ()> {
+        let claimed = self.add(claim.kind.set_name(), &claim.id, claim.expires_at, now, MAX_USED)?;
         if claimed {
-            state.used_jti.insert(jti.to_string(), expires_at);
+            state.claimed.insert((claim.kind, claim.id.clone()), claim.expires_at);
         }
         Ok(claimed)
     }
