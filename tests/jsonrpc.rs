@@ -115,7 +115,15 @@ fn the_body_is_asked_for_only_on_json_rpc_endpoints() {
         h
     };
     let step = |method: &str, path: &str, h: &[(String, String)], state: &mut State| {
-        let facts = RequestFacts { method, path, authority: "tools.test", headers: h, body: Body::NotRead };
+        let facts = RequestFacts {
+            method,
+            path,
+            authority: "tools.test",
+            headers: h,
+            body: Body::NotRead,
+            scheme: "https",
+            peer: None,
+        };
         start(&policy, &facts, NOW, state)
     };
     let mcp = headers("POST", "/mcp", &[]);
@@ -134,7 +142,15 @@ fn the_body_is_asked_for_only_on_json_rpc_endpoints() {
         matches!(step("GET", "/mcp", &stream, &mut state), Step::Decided(o) if o.reason == Reason::ProtocolMethodAllowed)
     );
     // an adapter that never read the body cannot get an allow
-    let facts = RequestFacts { method: "POST", path: "/mcp", authority: "t", headers: &stream, body: Body::NotRead };
+    let facts = RequestFacts {
+        method: "POST",
+        path: "/mcp",
+        authority: "t",
+        headers: &stream,
+        body: Body::NotRead,
+        scheme: "https",
+        peer: None,
+    };
     assert!(!intentgate::evaluate(&policy, &facts, NOW, &mut state).allowed());
 }
 
