@@ -400,11 +400,6 @@ def test_rotated_key_works_on_first_use_after_one_fetch(keys_lab: Lab):
     assert lab.keys.count("/rotation/jwks") == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: calls that arrive while another call's unknown-kid refresh is in flight are "
-    "refused with kid_unknown instead of waiting for it (README: Remote key sets)",
-)
 def test_concurrent_first_calls_with_a_rotated_key(keys_lab: Lab):
     """One worker: the first calls with a rotated key arrive together. One of them fetches; the others
     must not be refused while that fetch is in flight (the rotation gap, agentgateway#2798)."""
@@ -843,11 +838,6 @@ def test_workers_share_one_fetch_per_rotation(workers_lab: Lab):
     assert lab.keys.count("/rot-a/jwks") == 2, "the other worker did not fetch again"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: calls that arrive while another call's unknown-kid refresh is in flight are "
-    "refused with kid_unknown instead of waiting for it (README: Remote key sets)",
-)
 def test_rotated_key_works_at_once_on_every_worker(workers_lab: Lab):
     """The first calls with a rotated key arrive on both workers at the same moment."""
     lab = workers_lab

@@ -74,6 +74,11 @@ pub(crate) struct Gate {
     sequence: Cell<u64>,
     /// When this VM was configured: tells apart the audit ids of different workers.
     pub vm_started_ns: u64,
+    /// The live streams of this VM, by context id, so that a key refresh can decide for the calls
+    /// that wait for it.
+    pub streams: RefCell<HashMap<u32, std::rc::Weak<RefCell<request::Stream>>>>,
+    /// Streams waiting for a key refresh that somebody else has in flight.
+    pub waiting: RefCell<Vec<u32>>,
 }
 
 impl Gate {
@@ -96,8 +101,16 @@ impl Context for Root {
         let (Some(gate), Some(pending)) = (self.gate.as_ref(), self.fetches.remove(&token_id)) else {
             return;
         };
-        if let Some((token, next)) = fetch::on_response(gate, &pending, body_size, now().as_secs() as i64) {
-            self.fetches.insert(token, next);
+        let now = now().as_secs() as i64;
+        match fetch::on_response(gate, &pending, body_size, now) {
+            Some((token, next)) => {
+                self.fetches.insert(token, next);
+            }
+            None => {
+                if let fetch::Resource::Keys(issuer) = pending.resource {
+                    request::wake(gate, now, Some(issuer));
+                }
+            }
         }
     }
 }
@@ -158,6 +171,8 @@ impl RootContext for Root {
             store: Store::new(&fingerprint),
             sequence: Cell::new(0),
             vm_started_ns: now().as_nanos() as u64,
+            streams: RefCell::new(HashMap::new()),
+            waiting: RefCell::new(Vec::new()),
         };
         let resources = fetch::resources(&gate);
         gate.store.init(&resources.iter().map(|r| r.schedule()).collect::<Vec<_>>());
@@ -180,6 +195,7 @@ impl RootContext for Root {
                 self.fetches.insert(token, pending);
             }
         }
+        request::wake(&gate, now, None);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -12,7 +12,8 @@ use intentgate::{evaluate, start, tools_list, Body, Outcome, RequestFacts, Step}
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 /// Where the request waits, if it waits.
@@ -26,9 +27,15 @@ enum Waiting {
         pending: Pending,
         body: Option<Vec<u8>>,
     },
+    /// For a key refresh another call (or worker) has in flight, until `deadline`.
+    KeysElsewhere {
+        issuer: usize,
+        deadline: i64,
+        body: Option<Vec<u8>>,
+    },
 }
 
-pub struct Request {
+pub struct Stream {
     gate: Rc<Gate>,
     context_id: u32,
     started: Duration,
@@ -50,9 +57,9 @@ pub struct Request {
     status: Option<u16>,
 }
 
-impl Request {
-    pub fn new(gate: Rc<Gate>, context_id: u32) -> Request {
-        Request {
+impl Stream {
+    pub fn new(gate: Rc<Gate>, context_id: u32) -> Stream {
+        Stream {
             gate,
             context_id,
             started: Duration::ZERO,
@@ -67,6 +74,104 @@ impl Request {
             audit: None,
             responder: Responder::None,
             status: None,
+        }
+    }
+}
+
+/// The host's handle on one stream. The stream's state lives behind `Rc<RefCell<…>>` so that a key
+/// refresh answering in another context (the timer, or another call) can decide for it.
+pub struct Request {
+    pub stream: Rc<RefCell<Stream>>,
+    gate: Rc<Gate>,
+    context_id: u32,
+}
+
+impl Request {
+    pub fn new(gate: Rc<Gate>, context_id: u32) -> Request {
+        let stream = Rc::new(RefCell::new(Stream::new(Rc::clone(&gate), context_id)));
+        gate.streams.borrow_mut().insert(context_id, Rc::downgrade(&stream));
+        Request { stream, gate, context_id }
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        self.gate.streams.borrow_mut().remove(&self.context_id);
+    }
+}
+
+/// Let the calls waiting for a key refresh go on: those of `issuer` when its refresh answered in this
+/// worker; from the timer (`None`), those whose refresh finished elsewhere or whose wait timed out.
+pub fn wake(gate: &Gate, now: i64, issuer: Option<usize>) {
+    let waiting = std::mem::take(&mut *gate.waiting.borrow_mut());
+    let mut still = Vec::new();
+    for context_id in waiting {
+        let Some(stream) = gate.streams.borrow().get(&context_id).and_then(Weak::upgrade) else {
+            continue;
+        };
+        let Ok(mut stream) = stream.try_borrow_mut() else {
+            still.push(context_id);
+            continue;
+        };
+        let Some((waited_for, deadline)) = stream.waiting_for() else {
+            continue;
+        };
+        let ready = match issuer {
+            Some(i) => i == waited_for,
+            None => {
+                now >= deadline
+                    || gate.store.lease_until(&Resource::Keys(waited_for).schedule()).is_none_or(|until| until <= now)
+            }
+        };
+        if !ready {
+            still.push(context_id);
+            continue;
+        }
+        if hostcalls::set_effective_context(context_id).is_ok() && matches!(stream.after_keys(), Action::Continue) {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
+    gate.waiting.borrow_mut().extend(still);
+}
+
+impl Context for Request {
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, num_trailers: usize) {
+        if let Ok(mut stream) = self.stream.try_borrow_mut() {
+            stream.on_http_call_response(token_id, num_headers, body_size, num_trailers);
+        }
+    }
+}
+
+// `try_borrow_mut`: a host call made while the stream is borrowed (a local reply) can call back into
+// the same stream; such a nested callback has nothing left to do and continues.
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        self.stream
+            .try_borrow_mut()
+            .map_or(Action::Continue, |mut s| s.on_http_request_headers(num_headers, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.stream.try_borrow_mut().map_or(Action::Continue, |mut s| s.on_http_request_body(body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, num_trailers: usize) -> Action {
+        self.stream.try_borrow_mut().map_or(Action::Continue, |mut s| s.on_http_request_trailers(num_trailers))
+    }
+
+    fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        self.stream
+            .try_borrow_mut()
+            .map_or(Action::Continue, |mut s| s.on_http_response_headers(num_headers, end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.stream.try_borrow_mut().map_or(Action::Continue, |mut s| s.on_http_response_body(body_size, end_of_stream))
+    }
+
+    fn on_log(&mut self) {
+        if let Ok(mut stream) = self.stream.try_borrow_mut() {
+            stream.on_log();
         }
     }
 }
@@ -97,7 +202,7 @@ fn peer_certificate() -> Option<PeerCertificate> {
     Some(PeerCertificate { sha256: sha256?, uri_san: property("uri_san_peer_certificate").filter(|s| !s.is_empty()) })
 }
 
-impl Context for Request {
+impl Stream {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         let Waiting::Keys { token, pending, body } = std::mem::replace(&mut self.waiting, Waiting::Nothing) else {
             return;
@@ -117,10 +222,34 @@ impl Context for Request {
         if matches!(action, Action::Continue) {
             let _ = hostcalls::resume_http_request();
         }
+        if let Resource::Keys(issuer) = pending.resource {
+            wake(&self.gate, now, Some(issuer));
+        }
+    }
+
+    /// A refresh this call was waiting for has answered (here or in another worker): decide again,
+    /// now without fetching, and let the request go on or answer it.
+    pub fn after_keys(&mut self) -> Action {
+        let Waiting::KeysElsewhere { body, .. } = std::mem::replace(&mut self.waiting, Waiting::Nothing) else {
+            return Action::Pause;
+        };
+        let gate = Rc::clone(&self.gate);
+        gate.store.sync(&gate.policy, &mut gate.state.borrow_mut(), now().as_secs() as i64);
+        match &body {
+            Some(bytes) => self.decide(Body::Complete(bytes)),
+            None => self.decide(Body::NotRead),
+        }
+    }
+
+    pub fn waiting_for(&self) -> Option<(usize, i64)> {
+        match self.waiting {
+            Waiting::KeysElsewhere { issuer, deadline, .. } => Some((issuer, deadline)),
+            _ => None,
+        }
     }
 }
 
-impl HttpContext for Request {
+impl Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.started = now();
         self.peer = peer_certificate();
@@ -158,7 +287,7 @@ impl HttpContext for Request {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match self.waiting {
             Waiting::Nothing => Action::Continue,
-            Waiting::Keys { .. } => Action::Pause,
+            Waiting::Keys { .. } | Waiting::KeysElsewhere { .. } => Action::Pause,
             Waiting::Body(max_bytes) => {
                 self.body_size = body_size;
                 if body_size > max_bytes {
@@ -177,7 +306,7 @@ impl HttpContext for Request {
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         match self.waiting {
             Waiting::Body(_) => self.finish_body(),
-            Waiting::Keys { .. } => Action::Pause,
+            Waiting::Keys { .. } | Waiting::KeysElsewhere { .. } => Action::Pause,
             Waiting::Nothing => Action::Continue,
         }
     }
@@ -264,7 +393,8 @@ impl HttpContext for Request {
     }
 
     fn on_log(&mut self) {
-        if let Waiting::Keys { pending, .. } = std::mem::replace(&mut self.waiting, Waiting::Nothing) {
+        let waiting = std::mem::replace(&mut self.waiting, Waiting::Nothing);
+        if let Waiting::Keys { pending, .. } = waiting {
             // the client went away before the refresh answered: its response will never be read,
             // so free the fetch (lease and debounce) for the next caller rather than block it
             self.gate.store.release(&pending.resource.schedule());
@@ -285,7 +415,7 @@ impl HttpContext for Request {
     }
 }
 
-impl Request {
+impl Stream {
     fn finish_body(&mut self) -> Action {
         self.waiting = Waiting::Nothing;
         let body =
@@ -340,6 +470,12 @@ impl Request {
                 {
                     gate.metrics.bump(gate.metrics.keys_kid_refresh);
                     self.waiting = Waiting::Keys { token, pending, body };
+                    return Action::Pause;
+                }
+                // a refresh is already on its way (another call's, or another worker's): wait for it
+                if let Some(until) = gate.store.lease_until(&Resource::Keys(issuer).schedule()).filter(|u| *u > now) {
+                    self.waiting = Waiting::KeysElsewhere { issuer, deadline: until, body };
+                    gate.waiting.borrow_mut().push(self.context_id);
                     return Action::Pause;
                 }
             }

@@ -169,6 +169,11 @@ impl Store {
         }
     }
 
+    /// Until when a fetch of `name` is held by somebody, if it is.
+    pub fn lease_until(&self, name: &str) -> Option<i64> {
+        get(&self.key(name)).0.map(|b| Schedule::from_bytes(&b).lease_until).filter(|until| *until > 0)
+    }
+
     pub fn failures(&self, name: &str) -> u32 {
         get(&self.key(name)).0.map(|b| Schedule::from_bytes(&b).failures).unwrap_or(0)
     }
