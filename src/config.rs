@@ -574,11 +574,17 @@ fn default_header_prefix() -> String {
 struct TokenCacheDoc {
     #[serde(default = "default_cache_entries")]
     max_entries: usize,
+    #[serde(default = "default_cache_bytes")]
+    max_bytes: usize,
+}
+
+fn default_cache_bytes() -> usize {
+    4 * 1024 * 1024
 }
 
 impl Default for TokenCacheDoc {
     fn default() -> Self {
-        TokenCacheDoc { max_entries: default_cache_entries() }
+        TokenCacheDoc { max_entries: default_cache_entries(), max_bytes: default_cache_bytes() }
     }
 }
 
@@ -618,6 +624,7 @@ pub struct Policy {
     pub revocation: RevocationSettings,
     pub audit: AuditSettings,
     pub token_cache_entries: usize,
+    pub token_cache_bytes: usize,
     pub verifier: VerifierChoice,
 }
 
@@ -694,6 +701,9 @@ fn compile(doc: ConfigDoc) -> Result<Policy, ConfigError> {
             format!("{prefix:?} must be at least 2 characters of a-z, 0-9 and -"),
         ));
     }
+    if doc.token_cache.max_bytes > 256 * 1024 * 1024 {
+        return Err(invalid("token_cache.max_bytes", format!("{} is above 268435456", doc.token_cache.max_bytes)));
+    }
     if doc.token_cache.max_entries > 1_000_000 {
         return Err(invalid("token_cache.max_entries", format!("{} is above 1000000", doc.token_cache.max_entries)));
     }
@@ -712,6 +722,7 @@ fn compile(doc: ConfigDoc) -> Result<Policy, ConfigError> {
         revocation,
         audit: AuditSettings { header_prefix: prefix, forward_authorization: doc.audit.forward_authorization },
         token_cache_entries: doc.token_cache.max_entries,
+        token_cache_bytes: doc.token_cache.max_bytes,
         verifier: doc.verifier,
     })
 }

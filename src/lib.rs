@@ -281,7 +281,7 @@ impl State {
             }
         }
         State {
-            cache: TokenCache::new(policy.token_cache_entries),
+            cache: TokenCache::new(policy.token_cache_entries, policy.token_cache_bytes),
             host_verifier: None,
             keys,
             revocations: revocation::Revocations {

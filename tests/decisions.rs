@@ -452,13 +452,22 @@ fn verified_tokens_are_cached_until_they_expire_and_failures_are_not() {
 fn the_cache_is_bounded() {
     let policy = policy();
     let mut state = State::new(&policy);
-    state.cache = TokenCache::new(3);
+    state.cache = TokenCache::new(3, 1 << 20);
     for i in 0..10 {
         let token = bearer(&es256(&with(claims(), json!({"jti": format!("j{i}")}))));
         decide_with(&policy, "GET", "/api/tickets", &[&token], &mut state, NOW);
         assert!(state.cache.len() <= 3);
     }
     assert_eq!(state.cache.len(), 3);
+    // and by bytes: room for about two entries
+    let mut state = State::new(&policy);
+    state.cache = TokenCache::new(100, 700);
+    for i in 0..10 {
+        let token = bearer(&es256(&with(claims(), json!({"jti": format!("j{i}")}))));
+        decide_with(&policy, "GET", "/api/tickets", &[&token], &mut state, NOW);
+        assert!(state.cache.bytes() <= 700, "{}", state.cache.bytes());
+    }
+    assert!((1..=2).contains(&state.cache.len()), "{}", state.cache.len());
 }
 
 #[test]

@@ -79,3 +79,19 @@ def test_the_audit_and_metrics_say_which_verifier_checked(gateways: dict[str, Ga
     assert rust.envoy.stats().get("wasmcustom.intentgate.signature.host", 0) == 0
     assert rust.envoy.stats().get("wasmcustom.intentgate.signature.rust", 0) >= 5
     assert "signatures verified by the host" in host.envoy.log_text()
+
+
+def test_the_token_cache_size_is_a_metric(gateways: dict[str, Gateway]):
+    """The cache is bounded by entries and bytes, and its size is reported by the 1 s timer."""
+    import time
+
+    gateway = gateways["rust"]
+    for alg in ("ES256", "EdDSA"):
+        gateway.call("GET", "/api/tickets", mint(read_claims(), alg=alg))
+    deadline = time.monotonic() + 5
+    stats = gateway.envoy.stats()
+    while time.monotonic() < deadline and stats.get("wasmcustom.intentgate.token_cache.entries", 0) < 2:
+        time.sleep(0.2)
+        stats = gateway.envoy.stats()
+    assert stats.get("wasmcustom.intentgate.token_cache.entries", 0) >= 2
+    assert stats.get("wasmcustom.intentgate.token_cache.bytes", 0) >= 2 * 256

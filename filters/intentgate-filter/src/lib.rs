@@ -61,7 +61,8 @@ impl HostVerifier for HostCrypto {
     }
 }
 
-/// How often every worker looks for fetched data of other workers and for fetches that are due.
+/// How often every worker looks for fetched data of other workers and for fetches that are due, and
+/// reports its token cache's size.
 const TICK: Duration = Duration::from_secs(1);
 
 /// What every request of one plugin configuration shares, within one VM (one worker).
@@ -176,8 +177,8 @@ impl RootContext for Root {
         };
         let resources = fetch::resources(&gate);
         gate.store.init(&resources.iter().map(|r| r.schedule()).collect::<Vec<_>>());
-        if !resources.is_empty() && hostcalls::set_tick_period(TICK).is_err() {
-            log(LogLevel::Critical, "intentgate: no timer: remote keys and the feed would never refresh");
+        if hostcalls::set_tick_period(TICK).is_err() {
+            log(LogLevel::Critical, "intentgate: no timer: keys and the feed would never refresh");
             return false;
         }
         self.gate = Some(Rc::new(gate));
@@ -190,6 +191,10 @@ impl RootContext for Root {
         };
         let now = now().as_secs() as i64;
         gate.store.sync(&gate.policy, &mut gate.state.borrow_mut(), now);
+        {
+            let state = gate.state.borrow();
+            gate.metrics.cache_size(state.cache.len(), state.cache.bytes());
+        }
         for resource in fetch::resources(&gate) {
             if let Some((token, pending)) = fetch::start(&gate, resource, Trigger::Scheduled, now) {
                 self.fetches.insert(token, pending);

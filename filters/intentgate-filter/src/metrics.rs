@@ -21,6 +21,8 @@ pub struct Metrics {
     pub tasks_completed: Option<u32>,
     verified_by_host: Option<u32>,
     verified_by_rust: Option<u32>,
+    cache_entries: Option<u32>,
+    cache_bytes: Option<u32>,
 }
 
 impl Metrics {
@@ -44,12 +46,23 @@ impl Metrics {
             tasks_completed: counter("intentgate.tasks.completed"),
             verified_by_host: counter("intentgate.signature.host"),
             verified_by_rust: counter("intentgate.signature.rust"),
+            cache_entries: hostcalls::define_metric(MetricType::Gauge, "intentgate.token_cache.entries").ok(),
+            cache_bytes: hostcalls::define_metric(MetricType::Gauge, "intentgate.token_cache.bytes").ok(),
         }
     }
 
     pub fn bump(&self, id: Option<u32>) {
         if let Some(id) = id {
             let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    /// The verified-token cache's size, set from the timer (not per request: a host call each).
+    pub fn cache_size(&self, entries: usize, bytes: usize) {
+        for (id, value) in [(self.cache_entries, entries), (self.cache_bytes, bytes)] {
+            if let Some(id) = id {
+                let _ = hostcalls::record_metric(id, value as u64);
+            }
         }
     }
 
