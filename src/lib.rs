@@ -186,9 +186,9 @@ impl Outcome {
     }
 
     /// Turn an allow into a denial found by the adapter (a single-use `jti` another worker spent).
-    pub fn refuse(mut self, reason: Reason) -> Outcome {
+    pub fn refuse(mut self, reason: Reason, needed: Needed) -> Outcome {
         self.reason = reason;
-        self.needed = Needed::Nothing;
+        self.needed = needed;
         self.claims.clear();
         self.completes_txn = None;
         self.filter_tools_list = false;
@@ -239,6 +239,16 @@ impl ClaimKind {
             ClaimKind::SingleUse => "used",
             ClaimKind::DpopProof => "dpop",
             ClaimKind::Approval => "approvals",
+        }
+    }
+
+    /// What the caller needs instead: a replayed DPoP proof gets the DPoP challenge with `algs`.
+    pub fn needed_if_taken(self, policy: &Policy) -> Needed {
+        match self {
+            ClaimKind::DpopProof => Needed::DpopProof {
+                algs: policy.binding.dpop.algorithms.iter().map(|a| a.name().to_string()).collect(),
+            },
+            ClaimKind::SingleUse | ClaimKind::Approval => Needed::Nothing,
         }
     }
 
@@ -439,10 +449,6 @@ pub fn evaluate(policy: &Policy, facts: &RequestFacts<'_>, now: i64, state: &mut
         }
     }
     if let Some(tool) = tool {
-        if tool.single_use {
-            let expires_at = token.claims.exp.saturating_add(token.clock_skew_s);
-            outcome.claims.push(Claim { kind: ClaimKind::SingleUse, id: token.claims.jti.clone(), expires_at });
-        }
         if tool.completes_task {
             outcome.completes_txn = token.claims.txn.clone();
         }
@@ -454,12 +460,17 @@ pub fn evaluate(policy: &Policy, facts: &RequestFacts<'_>, now: i64, state: &mut
                 Err((reason, needed)) => return outcome.decide(reason, needed),
             }
         }
+        // last: a call refused for anything else (no approval yet) must not spend a single-use token
+        if tool.single_use {
+            let expires_at = token.claims.exp.saturating_add(token.clock_skew_s);
+            outcome.claims.push(Claim { kind: ClaimKind::SingleUse, id: token.claims.jti.clone(), expires_at });
+        }
     }
     if let Some(spent) =
         outcome.claims.iter().find(|c| state.claimed.get(&(c.kind, c.id.clone())).is_some_and(|exp| *exp > now))
     {
-        let reason = spent.kind.reason_if_taken();
-        return outcome.decide(reason, Needed::Nothing);
+        let (reason, needed) = (spent.kind.reason_if_taken(), spent.kind.needed_if_taken(policy));
+        return outcome.decide(reason, needed);
     }
     outcome.decide(reason, needed)
 }

@@ -36,7 +36,7 @@ fn allowed_calls_tell_the_adapter_what_to_remember() {
     let done = decide_with(&policy, "POST", "/tasks/task-5/complete", &[&token], &mut state, NOW);
     assert_eq!(done.completes_txn.as_deref(), Some("task-5"));
     assert!(done.claims.is_empty());
-    let refused = pay.refuse(intentgate::Reason::TokenAlreadyUsed);
+    let refused = pay.refuse(intentgate::Reason::TokenAlreadyUsed, intentgate::Needed::Nothing);
     assert!(!refused.allowed() && refused.claims.is_empty());
 }
 

@@ -8,7 +8,7 @@ use crate::{hostabi, log, now, Gate};
 use intentgate::audit::{upstream_headers, AuditRecord, Responder};
 use intentgate::binding::PeerCertificate;
 use intentgate::config::UnparseableList;
-use intentgate::{evaluate, start, tools_list, Body, Outcome, RequestFacts, Step};
+use intentgate::{evaluate, start, tools_list, Body, Claim, ClaimKind, Outcome, RequestFacts, Step};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
@@ -494,11 +494,14 @@ impl Stream {
         // one-time things (single-use token, DPoP proof, approval) are spent for every worker before
         // the call may go anywhere
         let now = self.started.as_secs() as i64;
-        for claim in outcome.claims.clone() {
+        // a refused call spends only its DPoP proof (replay protection), never a token or approval
+        let spend: Vec<Claim> =
+            outcome.claims.iter().filter(|c| outcome.allowed() || c.kind == ClaimKind::DpopProof).cloned().collect();
+        for claim in spend {
             match gate.store.claim(&mut gate.state.borrow_mut(), &claim, now) {
                 Ok(true) => {}
                 Ok(false) => {
-                    outcome = outcome.refuse(claim.kind.reason_if_taken());
+                    outcome = outcome.refuse(claim.kind.reason_if_taken(), claim.kind.needed_if_taken(policy));
                     break;
                 }
                 Err(()) => return self.fail("a one-time credential could not be recorded for all workers"),
