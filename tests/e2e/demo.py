@@ -1,16 +1,19 @@
 """The intentgate demo: Envoy with envoy/demo.yaml in front of the demo tool, and a scripted agent.
 
 For each call it prints what the agent sent, what it got back, the decision, what the tool upstream
-saw, and the audit record from Envoy's log. Then an MCP section: a real MCP client (the official
+saw, and the audit record from Envoy's log. Then a human approval: a payment refused with a
+machine-readable approval request, the orchestrator's approval of exactly that call, the call allowed
+with it once and refused when it comes again. Then an MCP section: a real MCP client (the official
 Python SDK) calls the demo MCP server through Envoy, and the demo shows the filtered tools/list, one
-allowed call with the tool's result and the denied ones with their JSON-RPC errors. Everything it
-starts is stopped on exit, error or Ctrl-C. Run it with scripts/demo (which builds
+allowed (and approved) call with the tool's result and the denied ones with their JSON-RPC errors.
+Everything it starts is stopped on exit, error or Ctrl-C. Run it with scripts/demo (which builds
 dist/intentgate.wasm and the venv first).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import signal
@@ -25,7 +28,7 @@ from pathlib import Path
 from harness import CALL_ID_HEADER, DEMO_CONFIG, REPO, Call, Envoy, EnvoyError, Gateway, demo_policy, wait_until
 from mcp_agent import SessionResult, run_session_sync
 from mcp_tool_server import ToolServerProcess, parse_sse, spawn_tool_server
-from tokens import claims, mint, tool_call_entry
+from tokens import b64url, claims, mint, new_jti, tool_call_entry
 from upstream import Upstream
 
 LISTEN_PORT, ADMIN_PORT, TOOL_PORT, MCP_PORT = 18000, 18001, 18002, 18003
@@ -36,6 +39,10 @@ AUDIENCE = POLICY["audience"]
 ISSUER = POLICY["issuers"][0]["issuer"]
 AGENTS = POLICY["issuers"][0]["subject_prefixes"][0]
 MFA = POLICY["step_up"]["acr_values"][0]
+APPROVALS = POLICY["approvals"]
+APPROVAL_HEADER = APPROVALS["header"]
+# the approver's signing key: the TEST key whose public half demo.yaml configures under `approvals`
+APPROVER_KID = APPROVALS["jwks"]["keys"][0]["kid"]
 
 
 def agent_token(agent: str, alg: str = "ES256", **claim_values) -> str:
@@ -132,7 +139,7 @@ def show(number: int, scene: Scene, call: Call, envoy: Envoy) -> None:
         header = json.loads(base64.urlsafe_b64decode(scene.token.split(".")[0] + "=="))
         print(f"           authorization: Bearer {short(scene.token)}  [{header['alg']}, kid {header['kid']}]")
     for name, value in scene.headers:
-        print(f"           {name}: {value}")
+        print(f"           {name}: {short(value) if name == APPROVAL_HEADER else value}")
     if scene.body:
         print(f"           body: {scene.body.decode()}")
 
@@ -143,7 +150,13 @@ def show(number: int, scene: Scene, call: Call, envoy: Envoy) -> None:
     if response.header("www-authenticate"):
         print(f"           www-authenticate: {response.header('www-authenticate')}")
     if response.status >= 400:
-        print(f"           body: {response.body.decode(errors='replace')}")
+        body = json.loads(response.body)
+        request = body.pop("approval_request", None)
+        print(f"           body: {json.dumps(body)}")
+        if request is not None:
+            print("           approval_request (what a person would have to approve):")
+            for line in json.dumps(request, indent=2).splitlines():
+                print(f"             {line}")
 
     seen = call.forwarded
     if seen is None:
@@ -154,11 +167,96 @@ def show(number: int, scene: Scene, call: Call, envoy: Envoy) -> None:
             for value in values:
                 print(f"           {name}: {value}")
         print(f"           authorization: {'(removed)' if seen.header('authorization') is None else 'FORWARDED'}")
+        if any(name == APPROVAL_HEADER for name, _ in scene.headers):
+            forwarded = "(removed)" if seen.header(APPROVAL_HEADER) is None else "FORWARDED"
+            print(f"           {APPROVAL_HEADER}: {forwarded}")
 
     if record:
         print("  audit  :")
         for line in json.dumps(record, indent=2).splitlines():
             print(f"           {line}")
+
+
+# --- a human's yes: approval bound to the exact call ----------------------------------------------
+
+PAYMENT_TASK = "task-2d8c"
+
+
+def approval_claims(request: dict, lifetime_s: int = 120) -> dict:
+    """What the approver signs once a person said yes to `request` (the denial's approval_request):
+    this task, this agent, this tool, these arguments, for a short while, once."""
+    now = int(time.time())
+    return {
+        "iss": request["approver"],
+        "aud": request["aud"],
+        "sub": request["agent"],
+        "txn": request["txn"],
+        "tool": request["tool"],
+        "args_sha256": request["args_sha256"],
+        "iat": now,
+        "exp": now + min(lifetime_s, request["max_ttl_s"]),
+        "jti": new_jti(),
+    }
+
+
+def approve(request: dict) -> tuple[str, dict]:
+    """The orchestrator routes the request to a person; the approver service signs their yes (here
+    with the TEST key the demo's `approvals` section trusts)."""
+    payload = approval_claims(request)
+    return mint(payload, kid=APPROVER_KID, typ=request["typ"]), payload
+
+
+def approval_section(gateway: Gateway, envoy: Envoy, first: int) -> int:
+    """A refund refused with an approval request, approved by the orchestrator, allowed once with the
+    approval; the approval neither stretches to another amount nor works twice. Returns the next
+    scene number."""
+    numbers = iter(range(first, first + 100))
+    token = agent_token(
+        "support-bot", txn=PAYMENT_TASK, acr=MFA, auth_time=int(time.time()) - 30,
+        authorization_details=[grant("refund_payment", "payments.refund", "payment")],
+    )
+    body = b'{"ticket": "T-1042", "amount": 20, "currency": "EUR"}'
+
+    def refund(title: str, story: str, approval: str | None = None, refund_body: bytes = body) -> Call:
+        headers = (("content-type", "application/json"),)
+        if approval:
+            headers += ((APPROVAL_HEADER, approval),)
+        scene = Scene(title, story, "POST", "/api/payments/refund", token, headers, refund_body)
+        call = gateway.call(scene.method, scene.target, scene.token, scene.headers, scene.body)
+        show(next(numbers), scene, call, envoy)
+        return call
+
+    refused = refund(
+        "payment without a human's yes",
+        f"support-bot's task {PAYMENT_TASK} covers refunds (after step-up), but payments also need a person's approval",
+    )
+    request = refused.response.json().get("approval_request")
+    if request is None:
+        print("  (no approval request: is the `approvals` section of envoy/demo.yaml in place?)")
+        return next(numbers)
+    body_hash = hashlib.sha256(body).hexdigest()
+    digest = b64url(hashlib.sha256(f"POST\n/api/payments/refund\n{body_hash}".encode()).digest())
+    print('  args_sha256 = base64url(SHA-256("POST\\n/api/payments/refund\\n" + hex SHA-256 of the body))')
+    same = "the same" if digest == request["args_sha256"] else "DIFFERENT"
+    print(f"              = {digest}  (computed by the demo: {same} as in the request)")
+
+    approval, payload = approve(request)
+    print(f"\n━━ {next(numbers)}. the orchestrator gets a person's yes ━━  it routes request {request['request_id']}")
+    print("  to a human, who approves exactly this refund; the approver signs a short-lived, single-use JWT:")
+    header = json.loads(base64.urlsafe_b64decode(approval.split(".")[0] + "=="))
+    print(f"           header: {json.dumps(header)}")
+    print("           claims:")
+    for line in json.dumps(payload, indent=2).splitlines():
+        print(f"             {line}")
+
+    refund(
+        "the approval stretched to a bigger refund",
+        "support-bot sends the approval with a refund of 200 instead of 20: another argument hash",
+        approval, body.replace(b'"amount": 20', b'"amount": 200'),
+    )
+    refund("payment with the approval", "the refund that was approved, retried with the approval", approval)
+    refund("the approval a second time", "support-bot sends the same refund with the same approval again", approval)
+    return next(numbers)
 
 
 # --- MCP: a real MCP client through Envoy ----------------------------------------------------------
@@ -204,8 +302,23 @@ def mcp_section(envoy: Envoy, server: ToolServerProcess) -> None:
     print("\n━━ MCP: a real MCP client calls the demo MCP server through intentgate ━━")
     print(f"  support-bot's task {REFUND_TASK}: search tickets (scope tickets:read) and refund at most 50 for")
     print(f"  ticket T-1001 (authorization_details limits {json.dumps(REFUND_LIMIT)}), after step-up")
+    # the refund of 30 needs a person's yes too: the orchestrator had exactly that call approved
+    approved_tool, approved_arguments = MCP_CALLS[0]
+    canonical = json.dumps(approved_arguments, sort_keys=True, separators=(",", ":"))  # RFC 8785 for these values
+    claims_of_token = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    request = {
+        "approver": APPROVALS["issuer"], "aud": AUDIENCE, "agent": claims_of_token["sub"], "txn": REFUND_TASK,
+        "tool": "mcp_" + approved_tool, "args_sha256": b64url(hashlib.sha256(canonical.encode()).digest()),
+        "max_ttl_s": APPROVALS["max_ttl_s"], "typ": APPROVALS["token_types"][0],
+    }
+    approval, _ = approve(request)
+    print(f"  approved beforehand: {request['tool']} {canonical}, args_sha256 {request['args_sha256']}")
+    print("  (SHA-256 of the RFC 8785 canonical arguments); the client sends the approval in")
+    print(f"  {APPROVAL_HEADER} on every request of the session, and only the call it names uses it, once")
     print(f"  agent  → {url}  (MCP Python SDK client: initialize, tools/list, tools/call …)")
-    result: SessionResult = run_session_sync(url, token, MCP_CALLS, extra_headers={CALL_ID_HEADER: call_id})
+    result: SessionResult = run_session_sync(
+        url, token, MCP_CALLS, extra_headers={CALL_ID_HEADER: call_id, APPROVAL_HEADER: approval}
+    )
     if not result.connected:
         print(f"  could not connect: {result.connect_error}")
         return
@@ -233,7 +346,8 @@ def mcp_section(envoy: Envoy, server: ToolServerProcess) -> None:
             headers = dict((n, v) for n, v in got[0]["headers"])
             print(f"    tool   : received it with {PREFIX}tool: {headers.get(PREFIX + 'tool')}, "
                   f"decision: {headers.get(PREFIX + 'decision')}, reason: {headers.get(PREFIX + 'reason')}; "
-                  f"authorization: {'FORWARDED' if 'authorization' in headers else '(removed)'}")
+                  f"authorization: {'FORWARDED' if 'authorization' in headers else '(removed)'}, "
+                  f"{APPROVAL_HEADER}: {'FORWARDED' if APPROVAL_HEADER in headers else '(removed)'}")
         else:
             print("    tool   : received nothing (intentgate answered)")
 
@@ -293,6 +407,7 @@ def main() -> int:
         for number, scene in enumerate(scenes(), start=1):
             call = gateway.call(scene.method, scene.target, scene.token, scene.headers, scene.body)
             show(number, scene, call, envoy)
+        approval_section(gateway, envoy, len(scenes()) + 1)
         mcp_section(envoy, mcp_server)
         stats = envoy.stats()
         print("\n━━ counters (admin /stats?filter=intentgate, non-zero) ━━")

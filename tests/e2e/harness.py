@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import string
 import subprocess
 import tempfile
@@ -101,10 +102,15 @@ def http_request(
     headers: Iterable[tuple[str, str]] = (),
     body: bytes | None = None,
     timeout_s: float = 15,
+    tls: ssl.SSLContext | None = None,
 ) -> HttpResponse:
     """One HTTP/1.1 request to 127.0.0.1:`port`. `target` is sent verbatim (no client-side
-    normalisation), and a header listed twice is sent twice."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    normalisation), and a header listed twice is sent twice. With `tls`, over HTTPS with that client
+    context (its certificate, if it has one, is the connection's client certificate)."""
+    if tls is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    else:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout_s, context=tls)
     try:
         conn.putrequest(method, target, skip_accept_encoding=True)
         for name, value in headers:
@@ -133,7 +139,15 @@ class EnvoyError(RuntimeError):
 class Envoy:
     """One Envoy process with a given bootstrap config, its log in `workdir/envoy.log`."""
 
-    def __init__(self, config_text: str, admin_port: int, listen_port: int, workdir: Path, cwd: Path = REPO):
+    def __init__(
+        self,
+        config_text: str,
+        admin_port: int,
+        listen_port: int,
+        workdir: Path,
+        cwd: Path = REPO,
+        concurrency: int = 1,
+    ):
         self.admin_port = admin_port
         self.listen_port = listen_port
         self.workdir = Path(workdir)
@@ -143,6 +157,8 @@ class Envoy:
         self.log_path = self.workdir / "envoy.log"
         self.stdout_path = self.workdir / "envoy.stdout"
         self.cwd = cwd
+        # worker threads; each runs its own Wasm VM (what they share goes through shared data)
+        self.concurrency = concurrency
         self.process: subprocess.Popen | None = None
 
     @classmethod
@@ -153,9 +169,12 @@ class Envoy:
         workdir: Path | None = None,
         template: Path = E2E_TEMPLATE,
         mcp_port: int | None = None,
+        concurrency: int = 1,
+        **placeholders: str,
     ) -> "Envoy":
         """Render the e2e bootstrap template around `policy` (a dict, or raw text to test refusals).
-        `/mcp` is routed to `mcp_port` (an MCP server), or to the upstream when that is None."""
+        `/mcp` is routed to `mcp_port` (an MCP server), or to the upstream when that is None.
+        `placeholders` fill a template's own placeholders (e.g. the certificate paths of mtls.yaml)."""
         workdir = Path(workdir or tempfile.mkdtemp(prefix="intentgate-e2e-"))
         policy_text = policy if isinstance(policy, str) else json.dumps(policy)
         admin_port, listen_port = free_port(), free_port()
@@ -168,14 +187,15 @@ class Envoy:
             # a JSON string literal is a valid YAML double-quoted scalar
             POLICY_JSON=json.dumps(policy_text),
             ACCESS_LOG_PATH=json.dumps(str(workdir / "access.log")),
+            **placeholders,
         )
-        return cls(config, admin_port, listen_port, workdir)
+        return cls(config, admin_port, listen_port, workdir, concurrency=concurrency)
 
     def start(self, wait_ready: bool = True, timeout_s: float = 30) -> "Envoy":
         command = [
             envoy_binary(),
             "-c", str(self.config_path),
-            "--concurrency", "1",
+            "--concurrency", str(self.concurrency),
             "--log-level", "info",
             "--log-path", str(self.log_path),
             # the audit line is read back from the log right after each request: flush it promptly
@@ -327,6 +347,7 @@ class Gateway:
         token: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
         body: bytes | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> Call:
         call_id = uuid.uuid4().hex
         all_headers = [(CALL_ID_HEADER, call_id)]
@@ -334,7 +355,7 @@ class Gateway:
             all_headers.append(("authorization", f"Bearer {token}"))
             self.tokens_sent.append(token)
         all_headers.extend(headers)
-        response = http_request(self.port, method, target, all_headers, body)
+        response = http_request(self.port, method, target, all_headers, body, tls=tls)
         return Call(
             gateway=self,
             method=method,
@@ -350,12 +371,21 @@ class Gateway:
         self.upstream.stop()
 
 
-def start_gateway(policy: dict | str, workdir: Path | None = None, mcp_port: int | None = None) -> Gateway:
+def start_gateway(
+    policy: dict | str,
+    workdir: Path | None = None,
+    mcp_port: int | None = None,
+    template: Path = E2E_TEMPLATE,
+    concurrency: int = 1,
+    **placeholders: str,
+) -> Gateway:
     """A fresh upstream and an Envoy running `policy` in front of it (and in front of the MCP server
-    on `mcp_port` for `/mcp`, when given)."""
+    on `mcp_port` for `/mcp`, when given), from `template` with its extra `placeholders`."""
     upstream = Upstream(name="e2e-upstream").start()
     try:
-        envoy = Envoy.for_policy(policy, upstream.port, workdir, mcp_port=mcp_port).start()
+        envoy = Envoy.for_policy(
+            policy, upstream.port, workdir, template, mcp_port, concurrency, **placeholders
+        ).start()
     except BaseException:
         upstream.stop()
         raise

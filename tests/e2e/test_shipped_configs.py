@@ -5,13 +5,14 @@ servers, and the e2e policy's keys are the public halves of the test keys."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
 from harness import DEMO_CONFIG, E2E_POLICY, REPO, Envoy, Gateway, demo_policy, free_port, load_e2e_policy
 from mcp_agent import run_session_sync
 from mcp_tool_server import spawn_tool_server
-from tokens import TEST_KEYS, claims, mint, public_jwk, token_sha256
+from tokens import TEST_KEYS, claims, mint, new_jti, public_jwk, token_sha256, tool_call_entry
 from upstream import Upstream
 
 COMPOSE = REPO / "envoy" / "docker-compose.yaml"
@@ -62,6 +63,41 @@ def test_demo_config_serves_mcp_as_shipped(demo_gateway: Gateway):
     assert result.call("search_tickets").ok
     denied = result.call("rotate_secret").error
     assert denied is not None and (denied.http_status, denied.reason) == (403, "scope_insufficient")
+
+
+def test_demo_config_asks_for_and_honours_approvals(demo_gateway: Gateway):
+    """The demo's approval scene as shipped: a refund refused with an approval request, allowed once with
+    the approval the request describes (signed by the approver key demo.yaml trusts), then refused."""
+    policy = demo_policy()
+    issuer, approvals = policy["issuers"][0], policy["approvals"]
+    approver_kid = approvals["jwks"]["keys"][0]["kid"]
+    assert approvals["jwks"]["keys"] == [public_jwk(approver_kid)]
+    assert approver_kid not in {k["kid"] for k in issuer["jwks"]["keys"]}
+    agent = issuer["subject_prefixes"][0] + "support-bot"
+    refund = tool_call_entry(policy["audience"], "payments.refund", "refund_payment", ["payment"])
+    token = mint(claims(issuer["issuer"], policy["audience"], agent, client_id="support-bot", txn="task-pay",
+                        acr=policy["step_up"]["acr_values"][0], auth_time=int(time.time()) - 10,
+                        authorization_details=[refund]))
+    body = b'{"ticket": "T-1", "amount": 5}'
+
+    refused = demo_gateway.call("POST", "/api/payments/refund", token, body=body)
+    assert (refused.response.status, refused.response.header("x-intentgate-reason")) == (403, "approval_required")
+    request = refused.response.json()["approval_request"]
+    assert (request["approver"], request["header"]) == (approvals["issuer"], approvals["header"])
+    assert (request["agent"], request["tool"], request["txn"]) == (agent, "refund_payment", "task-pay")
+    now = int(time.time())
+    approval = mint(
+        {"iss": request["approver"], "aud": request["aud"], "sub": request["agent"], "txn": request["txn"],
+         "tool": request["tool"], "args_sha256": request["args_sha256"], "iat": now, "exp": now + 60, "jti": new_jti()},
+        kid=approver_kid, typ=request["typ"],
+    )
+    headers = [(request["header"], approval)]
+    allowed = demo_gateway.call("POST", "/api/payments/refund", token, headers, body)
+    assert allowed.response.status == 200, allowed.response.body
+    assert allowed.forwarded.header(request["header"]) is None
+    again = demo_gateway.call("POST", "/api/payments/refund", token, headers, body)
+    assert (again.response.status, again.response.header("x-intentgate-reason")) == (403, "approval_already_used")
+    assert again.forwarded is None
 
 
 def test_demo_policy_mirrors_the_e2e_catalog():

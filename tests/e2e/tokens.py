@@ -5,7 +5,8 @@
 * with the project's own signer, the `mint` example (`ProjectMinter`).
 
 Keys are the TEST-ONLY keys of tests/fixtures/test-keys.json. `es256-rotated` is deliberately absent
-from every shipped config (it plays a key the gateway does not know).
+from every token issuer's key set in the shipped configs (it plays a key the gateway does not know for
+agent tokens); the demo's and the sender tests' approver signs human approvals with it.
 """
 
 from __future__ import annotations
