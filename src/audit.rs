@@ -135,6 +135,15 @@ pub struct AuditRecord {
     pub act_chain: Vec<String>,
     pub txn: Option<String>,
     pub jti: Option<String>,
+    /// The caller authenticated by its client certificate (X.509-SVID SPIFFE ID), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// How the token was bound to its presenter: `dpop` or `mtls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_binding: Option<&'static str>,
+    /// The human approval this call used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_jti: Option<String>,
     pub token_sha256: Option<String>,
     pub token_cache: Option<&'static str>,
     /// Who checked the signature on a cache miss: `host` (BoringSSL) or `rust`.
@@ -191,6 +200,11 @@ impl AuditRecord {
             act_chain: claims.map(|c| c.act_chain.clone()).unwrap_or_default(),
             txn: claims.and_then(|c| c.txn.clone()),
             jti: claims.map(|c| c.jti.clone()),
+            caller: facts.peer.and_then(|p| p.spiffe_id()).map(str::to_string),
+            token_binding: claims
+                .and_then(|c| c.cnf.as_ref())
+                .map(|cnf| if cnf.jkt.is_some() { "dpop" } else { "mtls" }),
+            approval_jti: outcome.claims.iter().find(|c| c.kind == crate::ClaimKind::Approval).map(|c| c.id.clone()),
             token_sha256: outcome.token_sha256.as_ref().map(hex),
             token_cache: outcome.token_cache.map(|hit| if hit { "hit" } else { "miss" }),
             signature_verifier: outcome

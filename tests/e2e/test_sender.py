@@ -486,6 +486,7 @@ def test_dpop_valid_proof_is_allowed_and_neither_proof_nor_token_reaches_the_ups
     assert seen.path == "/api/tickets?q=printer"
     assert seen.header(PREFIX + "subject") == AGENT
     assert record["token_sha256"] == hashlib.sha256(bound.encode()).hexdigest()
+    assert record["token_binding"] == "dpop"
     # the scheme name is case-insensitive (RFC 9110 §11.1)
     lower = key.proof("GET", htu(sender, "/api/tickets"), bound)
     assert_allowed(dpop_call(sender, "GET", "/api/tickets", bound, lower, scheme="dpop"), SEARCH, "scope_granted")
@@ -712,6 +713,8 @@ def test_certificate_bound_token_is_allowed_on_its_certificate(mtls: Gateway, pk
     call = mtls.call("GET", "/api/tickets", bound, tls=pki.context("support-bot"))
     seen, record = assert_allowed(call, SEARCH, "scope_granted", credentials=(bound,))
     assert seen.header(PREFIX + "subject") == AGENT
+    # the authenticated caller and the binding are in the audit record
+    assert (record["caller"], record["token_binding"]) == (AGENT, "mtls")
     # Envoy's own view of the connection: the certificate the token names, the SPIFFE ID the filter used
     entry = access_log_entry(mtls, call.call_id)
     assert entry["peer_fingerprint_256"] == hashlib.sha256(me.der).hexdigest()
@@ -918,6 +921,7 @@ def test_valid_approval_allows_the_call_once(sender: Gateway):
     assert seen.body == REFUND_BODY, "the body the approval covers reached the upstream unchanged"
     assert seen.header(PREFIX + "txn") == txn
     assert record["txn"] == txn
+    assert record["approval_jti"] == jwt.decode(approval, options={"verify_signature": False})["jti"]
     # used up: the same approval again is refused, with no new request (nothing else is missing)
     again = refund(sender, tok, approval)
     body = deny_approval(again, "approval_already_used")
