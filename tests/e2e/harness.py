@@ -17,8 +17,10 @@ import ssl
 import string
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
@@ -409,3 +411,16 @@ def demo_policy() -> dict:
             break
         body.append(line[indent:])
     return json.loads("\n".join(body))
+
+
+def parallel(n: int, action: Callable[[int], T]) -> list[T]:
+    """`action(i)` for i in range(n) on n threads released together (one connection each, so that
+    they spread over Envoy's workers)."""
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> T:
+        barrier.wait(timeout=10)
+        return action(i)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(run, range(n)))

@@ -14,11 +14,8 @@ from __future__ import annotations
 import json
 import re
 import string
-import subprocess
-import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,13 +24,12 @@ import pytest
 
 from control_servers import ControlServer, Mode, ScriptedUpstream, discovery, feed, jwks, spiffe_bundle
 from harness import (
+    parallel,
     AUDIT_MARKER,
     REPO,
     Call,
     Envoy,
-    EnvoyError,
     Gateway,
-    envoy_binary,
     free_port,
     http_request,
     wait_until,
@@ -169,33 +165,6 @@ def _mint_with_kid(payload: dict, signing_kid: str, header_kid: str) -> str:
 # --- Envoy with the lifecycle template ---------------------------------------------------------------
 
 
-class LifecycleEnvoy(Envoy):
-    """harness.Envoy with a worker count (harness starts every Envoy with `--concurrency 1`)."""
-
-    def __init__(self, *args, concurrency: int = 1, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.concurrency = concurrency
-
-    def start(self, wait_ready: bool = True, timeout_s: float = 30) -> "LifecycleEnvoy":
-        command = [
-            envoy_binary(),
-            "-c", str(self.config_path),
-            "--concurrency", str(self.concurrency),
-            "--log-level", "info",
-            "--log-path", str(self.log_path),
-            "--file-flush-interval-msec", "20",
-            "--disable-hot-restart",
-        ]  # fmt: skip
-        with open(self.stdout_path, "wb") as out:
-            self.process = subprocess.Popen(command, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT)
-        if wait_ready:
-            state = self.wait_ready_or_exit(timeout_s)
-            if state != "ready":
-                self.stop()
-                raise EnvoyError(f"Envoy did not become ready ({state}); log tail:\n{self.log_tail()}")
-        return self
-
-
 # Envoy's default log line: [time][thread id][level][logger] ... message
 LOG_THREAD = re.compile(r"^\[[^\]]*\]\[(\d+)\]")
 
@@ -211,7 +180,7 @@ class Lab:
     started_at: float = field(default_factory=time.monotonic)
 
     @property
-    def envoy(self) -> LifecycleEnvoy:
+    def envoy(self) -> Envoy:
         return self.gateway.envoy
 
     def call(self, method: str, target: str, tok: str | None, **kwargs) -> Call:
@@ -270,25 +239,13 @@ def start_lab(
             WASM_PATH=json.dumps(str(wasm_path())),
             POLICY_JSON=json.dumps(json.dumps(policy)),
         )
-        envoy = LifecycleEnvoy(config, admin_port, listen_port, workdir, concurrency=concurrency).start()
+        envoy = Envoy(config, admin_port, listen_port, workdir, concurrency=concurrency).start()
     except BaseException:
         upstream.stop()
         keys.stop()
         feed_server.stop()
         raise
     return Lab(Gateway(envoy, upstream), keys, feed_server, upstream)
-
-
-def parallel(n: int, action) -> list:
-    """Run `action(i)` for i in range(n) on n threads released together (one connection each)."""
-    barrier = threading.Barrier(n)
-
-    def run(i):
-        barrier.wait(timeout=10)
-        return action(i)
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(run, range(n)))
 
 
 def first_refusal(make_call, timeout_s: float) -> Call | None:

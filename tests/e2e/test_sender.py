@@ -27,10 +27,8 @@ import http.client
 import ipaddress
 import json
 import ssl
-import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from harness import CALL_ID_HEADER, REPO, Call, Gateway, http_request, load_e2e_policy, start_gateway, wait_until
+from harness import (
+    CALL_ID_HEADER,
+    REPO,
+    Call,
+    Gateway,
+    http_request,
+    load_e2e_policy,
+    parallel,
+    start_gateway,
+    wait_until,
+)
 from mcp_tool_server import ToolServerProcess
 from tokens import DROP, TEST_KEYS, b64url, claims, mint, new_jti, public_jwk, tool_call_entry
 
@@ -458,18 +466,6 @@ def assert_allowed(call: Call, tool: tuple[str, str, str], reason: str, credenti
     assert (record["gen_ai.tool.name"], record["action"], record["risk"]) == tool
     assert (record["responder"], record["http.response.status_code"]) == ("upstream", 200)
     return seen, record
-
-
-def parallel(n: int, action) -> list:
-    """`action(i)` on n threads released together (one connection each, spread over the workers)."""
-    barrier = threading.Barrier(n)
-
-    def run(i):
-        barrier.wait(timeout=10)
-        return action(i)
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(run, range(n)))
 
 
 # =================================================================================================
