@@ -252,11 +252,13 @@ impl Stream {
 impl Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.started = now();
-        self.peer = peer_certificate();
         self.raw_headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             Ok(map) => map,
             Err(_) => return self.fail("request headers unavailable"),
         };
+        // a client certificate needs TLS: on plain connections spare the two property host calls
+        let tls = self.raw_headers.iter().any(|(name, value)| name == ":scheme" && value.as_slice() == b"https");
+        self.peer = if tls { peer_certificate() } else { None };
         self.headers = self
             .raw_headers
             .iter()
