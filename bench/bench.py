@@ -260,24 +260,52 @@ def mcp_body(tool: str = "search_tickets", size: int = 1024) -> bytes:
 def wasm_filter(wasm_path: Path, token_cache_entries: int) -> dict:
     policy = json.loads(POLICY_PATH.read_text())
     policy["token_cache"] = {"max_entries": token_cache_entries}
+    return wasm_plugin("intentgate", wasm_path, json.dumps(policy))
+
+
+def wasm_plugin(name: str, wasm_path: Path, configuration: str) -> dict:
+    """Envoy's Wasm HTTP filter, set up the same way for intentgate and for the noop baselines."""
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
-                "name": "intentgate",
-                "root_id": "intentgate",
+                "name": name,
+                "root_id": name,
                 "fail_open": False,
                 # needed for JSON-RPC endpoints (the headers are paused while the body is read)
                 "allow_on_headers_stop_iteration": True,
                 "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(wasm_path)}}},
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": json.dumps(policy),
+                    "value": configuration,
                 },
             },
         },
     }
+
+
+NOOP_CRATE = "noop-filter"
+NOOP_MODULE = REPO / "target" / "wasm32-wasip1" / "release" / "noop_filter.wasm"
+WASM_OPT_FEATURES = [
+    "--enable-bulk-memory", "--enable-sign-ext", "--enable-mutable-globals", "--enable-nontrapping-float-to-int",
+    "--enable-reference-types", "--enable-multivalue",
+]
+
+
+def build_noop(dest: Path) -> None:
+    """bench/noop-filter for wasm32-wasip1 (release profile), through wasm-opt -O3 like scripts/build."""
+    log(f"building the noop baseline filter ({NOOP_CRATE})")
+    res = run_bounded(["cargo", "build", "--release", "--locked", "--target", "wasm32-wasip1", "-p", NOOP_CRATE],
+                      timeout_s=600)
+    if res.returncode != 0 or not NOOP_MODULE.is_file():
+        raise BenchError(f"building {NOOP_CRATE} failed:\n{res.stderr[-3000:]}")
+    if shutil.which("wasm-opt"):
+        res = run_bounded(["wasm-opt", "-O3", *WASM_OPT_FEATURES, str(NOOP_MODULE), "-o", str(dest)], timeout_s=300)
+        if res.returncode != 0:
+            raise BenchError(f"wasm-opt failed on {NOOP_MODULE}:\n{res.stderr[-3000:]}")
+    else:
+        shutil.copyfile(NOOP_MODULE, dest)
 
 
 def jwt_authn_filter(cache: bool) -> dict:
@@ -420,7 +448,7 @@ def bootstrap(admin_port: int, listen_port: int, http_filters: list[dict]) -> di
 class Config:
     name: str
     description: str
-    filters: str  # "none", "buffer", "jwt", "jwt+rbac", "intentgate"
+    filters: str  # "none", "buffer", "jwt", "jwt+rbac", "intentgate", "wasm_noop", "wasm_noop_headers"
     request: str  # "http" or "mcp"
     tokens: str  # "one" (the same token every request) or "cycle" (a fresh token every request)
     alg: str = "ES256"
@@ -428,7 +456,7 @@ class Config:
     token_cache_entries: int = 1024
     log_level: str = "info"  # info: intentgate's audit line (one per request) is written, as in production
 
-    def http_filters(self, wasm_path: Path) -> list[dict]:
+    def http_filters(self, wasm_path: Path, noop_path: Path | None) -> list[dict]:
         if self.filters == "none":
             return []
         if self.filters == "buffer":
@@ -439,11 +467,20 @@ class Config:
             return [jwt_authn_filter(self.jwt_cache), rbac_filter()]
         if self.filters == "intentgate":
             return [wasm_filter(wasm_path, self.token_cache_entries)]
+        if self.filters == "wasm_noop":
+            return [wasm_plugin("noop", noop_path, "")]
+        if self.filters == "wasm_noop_headers":
+            return [wasm_plugin("noop", noop_path, "headers")]
         raise ValueError(self.filters)
 
 
 CONFIGS = [
     Config("floor", "Envoy, no filter (GET /api/tickets, token header sent)", "none", "http", "one"),
+    Config("wasm_noop", "Envoy's Wasm filter (same V8 runtime and filter config) with bench/noop-filter: "
+           "every callback returns Continue, no host call — the proxy-wasm plumbing per request", "wasm_noop",
+           "http", "one"),
+    Config("wasm_noop_headers", "as wasm_noop, but the filter reads all request headers (one host call) and "
+           "sets one header (one host call)", "wasm_noop_headers", "http", "one"),
     Config("floor_mcp", "Envoy with the buffer filter only (reads the body, as intentgate does), the MCP POST "
            "(1 KiB body)", "buffer", "mcp", "one"),
     Config("native_jwt", "jwt_authn (no cache) + rbac, ES256, fresh token per request", "jwt+rbac", "http", "cycle"),
@@ -482,6 +519,9 @@ RATIOS = [
     ("intentgate_mcp_cached / floor", "intentgate_mcp_cached", "floor", 2.0),
     ("intentgate_mcp_cached / floor_mcp", "intentgate_mcp_cached", "floor_mcp", None),
     ("intentgate_es256_cached_nolog / floor", "intentgate_es256_cached_nolog", "floor", None),
+    ("wasm_noop / floor", "wasm_noop", "floor", None),
+    ("wasm_noop_headers / floor", "wasm_noop_headers", "floor", None),
+    ("intentgate_es256_cached / wasm_noop", "intentgate_es256_cached", "wasm_noop", None),
     ("native_jwt / floor", "native_jwt", "floor", None),
     ("native_chain_cached / floor", "native_chain_cached", "floor", None),
 ]
@@ -491,14 +531,14 @@ RATIOS = [
 
 
 class Envoy:
-    def __init__(self, envoy_bin: str, cfg: Config, wasm_path: Path, workdir: Path):
+    def __init__(self, envoy_bin: str, cfg: Config, wasm_path: Path, noop_path: Path | None, workdir: Path):
         self.cfg = cfg
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.admin_port, self.port = free_port(), free_port()
         self.config_path = workdir / "envoy.yaml"  # JSON is YAML
         self.config_path.write_text(
-            json.dumps(bootstrap(self.admin_port, self.port, cfg.http_filters(wasm_path)), indent=1)
+            json.dumps(bootstrap(self.admin_port, self.port, cfg.http_filters(wasm_path, noop_path)), indent=1)
         )
         self.log_path = workdir / "envoy.log"
         self.cmd = [
@@ -593,7 +633,7 @@ def verify(envoy: Envoy, cfg: Config, traffic: Traffic, extra_tokens: dict[str, 
     check("the measured request", 200, send(envoy, cfg, traffic.token))
     for i in (len(cycle_tokens) // 2, len(cycle_tokens) - 1) if cycle_tokens else ():
         check(f"token #{i} of the list", 200, send(envoy, cfg, cycle_tokens[i]))
-    if cfg.filters not in ("none", "buffer"):
+    if cfg.filters not in ("none", "buffer", "wasm_noop", "wasm_noop_headers"):
         check("no token", 401, send(envoy, cfg, None))
         check("tampered signature", 401, send(envoy, cfg, tamper(traffic.token)))
         check("signed by an unknown key under kid es256-1", 401, send(envoy, cfg, extra_tokens["rotated"]))
@@ -791,17 +831,19 @@ def table(summary: dict, ratio: dict, configs: list[Config], meta: dict) -> str:
         f"(+{meta['warmup_s']} s warm-up), wrk -t1 -c{meta['connections']}, one Envoy worker, "
         f"{meta['machine']['nproc']} × {meta['machine']['cpu_model']}",
         "",
-        "| configuration | RPS | p50 | p99 | Envoy CPU µs/req | × floor | CPU µs/req per round | Envoy / wrk / other CPU |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "| configuration | RPS | p50 | p99 | Envoy CPU µs/req | × floor | over floor | CPU µs/req per round "
+        "| Envoy / wrk / other CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for cfg in configs:
         s = summary.get(cfg.name)
         if not s:
             continue
         x_floor = f"{s['cpu_us_per_req'] / floor:.2f}" if floor else "–"
+        over = f"{s['cpu_us_per_req'] - floor:+.1f} µs" if floor else "–"
         lines.append(
             f"| `{cfg.name}` | {s['rps']:,.0f} | {fmt_us(s['p50_us'])} | {fmt_us(s['p99_us'])} | "
-            f"**{s['cpu_us_per_req']:.1f}** | {x_floor} | "
+            f"**{s['cpu_us_per_req']:.1f}** | {x_floor} | {over} | "
             f"{' / '.join(f'{x:.0f}' for x in s['cpu_us_per_req_rounds'])} | "
             f"{s['envoy_cpu_util']:.0%} / {s['wrk_cpu_util']:.0%} / {s['other_cpu_cores']:.2f} cores |"
         )
@@ -876,6 +918,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--keep-logs", action="store_true", help="keep each Envoy's log (large: one audit line per request)")
     ap.add_argument("--out", default=str(REPO / "target" / "bench"), help="output directory (target/bench)")
     ap.add_argument("--wasm", help="the module to measure (dist/intentgate.wasm, or $INTENTGATE_WASM)", default=os.environ.get("INTENTGATE_WASM") or str(REPO / "dist" / "intentgate.wasm"))
+    ap.add_argument("--noop-wasm", help="the noop baseline module (default: build bench/noop-filter)")
     ap.add_argument("--envoy", default=os.environ.get("ENVOY_BIN"), help="Envoy binary ($ENVOY_BIN)")
     ap.add_argument("--command", default="scripts/bench", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -910,6 +953,13 @@ def main(argv: list[str]) -> int:
     wasm_path = run_dir / "intentgate.wasm"
     shutil.copyfile(src_wasm, wasm_path)
     wasm_bytes = wasm_path.read_bytes()
+    noop_path = None
+    if any(c.filters.startswith("wasm_noop") for c in configs):
+        noop_path = run_dir / "noop.wasm"
+        if args.noop_wasm:
+            shutil.copyfile(args.noop_wasm, noop_path)
+        else:
+            build_noop(noop_path)
 
     machine, vers = machine_info(), versions(args.envoy)
     meta = {
@@ -924,6 +974,7 @@ def main(argv: list[str]) -> int:
         "wasm_bytes": len(wasm_bytes),
         "wasm_gzip_bytes": len(gzip.compress(wasm_bytes, 9, mtime=0)),
         "wasm_sha256": hashlib.sha256(wasm_bytes).hexdigest(),
+        "noop_wasm_bytes": noop_path.stat().st_size if noop_path else None,
     }
     log(f"machine: {machine['nproc']} cores, {machine['cpu_model']}, kernel {machine['kernel']}, "
         f"load average {' '.join(machine['loadavg_at_start'])}")
@@ -969,7 +1020,7 @@ def main(argv: list[str]) -> int:
             else:
                 traffic = Traffic(one_token[cfg.alg], None, body_file)
                 ctoks = []
-            envoy = Envoy(args.envoy, cfg, wasm_path, run_dir / cfg.name)
+            envoy = Envoy(args.envoy, cfg, wasm_path, noop_path, run_dir / cfg.name)
             try:
                 envoy.start()
                 checks = verify(envoy, cfg, traffic, extra_tokens, ctoks)
