@@ -186,7 +186,8 @@ pub fn self_test(host: &dyn HostVerifier) -> bool {
         && host.verify(&verify_arguments("sha256", &rs_spki, &rs_sig, message)) == Some(true)
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+/// Hex to bytes (either case); `None` on an odd length or a non-hex digit.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
     (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
 }
 

@@ -13,12 +13,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 #[test]
 fn lifecycle_decisions_match_the_table() {
-    let failures: Vec<String> = lifecycle_cases()
-        .into_iter()
-        .filter(|(_, want, got)| want != got)
-        .map(|(name, want, got)| format!("{name}: got {got:?}, want {want:?}"))
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_table(lifecycle_cases());
 }
 
 #[test]

@@ -746,3 +746,13 @@ pub fn sender_cases() -> Vec<(&'static str, intentgate::Reason, intentgate::Reas
     );
     cases
 }
+
+/// Fail with every case whose reason is not the one it must produce.
+pub fn assert_table(cases: Vec<(&'static str, intentgate::Reason, intentgate::Reason)>) {
+    let failures: Vec<String> = cases
+        .into_iter()
+        .filter(|(_, want, got)| want != got)
+        .map(|(name, want, got)| format!("{name}: got {got:?}, want {want:?}"))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -176,6 +176,14 @@ impl HttpContext for Request {
     }
 }
 
+/// The body a request kept while it waited (none for requests whose body is not read).
+fn kept(body: &Option<Vec<u8>>) -> Body<'_> {
+    match body {
+        Some(bytes) => Body::Complete(bytes),
+        None => Body::NotRead,
+    }
+}
+
 fn facts<'a>(headers: &'a [(String, String)], body: Body<'a>, peer: Option<&'a PeerCertificate>) -> RequestFacts<'a> {
     let pseudo = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).unwrap_or("");
     RequestFacts {
@@ -195,10 +203,7 @@ fn peer_certificate() -> Option<PeerCertificate> {
         hostcalls::get_property(vec!["connection", name]).ok().flatten().and_then(|b| String::from_utf8(b).ok())
     };
     let digest = property("sha256_peer_certificate_digest").filter(|d| !d.is_empty())?;
-    let sha256: Option<Vec<u8>> = (0..digest.len())
-        .step_by(2)
-        .map(|i| digest.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect();
+    let sha256 = intentgate::crypto::unhex(&digest);
     Some(PeerCertificate { sha256: sha256?, uri_san: property("uri_san_peer_certificate").filter(|s| !s.is_empty()) })
 }
 
@@ -215,10 +220,7 @@ impl Stream {
             self.waiting = Waiting::Keys { token: next, pending: next_pending, body };
             return;
         }
-        let action = match &body {
-            Some(bytes) => self.decide(Body::Complete(bytes)),
-            None => self.decide(Body::NotRead),
-        };
+        let action = self.decide(kept(&body));
         if matches!(action, Action::Continue) {
             let _ = hostcalls::resume_http_request();
         }
@@ -235,10 +237,7 @@ impl Stream {
         };
         let gate = Rc::clone(&self.gate);
         gate.store.sync(&gate.policy, &mut gate.state.borrow_mut(), now().as_secs() as i64);
-        match &body {
-            Some(bytes) => self.decide(Body::Complete(bytes)),
-            None => self.decide(Body::NotRead),
-        }
+        self.decide(kept(&body))
     }
 
     pub fn waiting_for(&self) -> Option<(usize, i64)> {
@@ -450,10 +449,7 @@ impl Stream {
             // another worker (or the main thread's timer) may have fetched the key already: look in
             // shared data first, and fetch only if the key is still unknown
             gate.store.sync(&gate.policy, &mut gate.state.borrow_mut(), now);
-            let body_ref = match &body {
-                Some(bytes) => Body::Complete(bytes),
-                None => Body::NotRead,
-            };
+            let body_ref = kept(&body);
             outcome = evaluate(
                 &gate.policy,
                 &facts(&self.headers, body_ref, self.peer.as_ref()),
@@ -482,10 +478,7 @@ impl Stream {
                 }
             }
         }
-        let body_ref = match &body {
-            Some(bytes) => Body::Complete(bytes),
-            None => Body::NotRead,
-        };
+        let body_ref = kept(&body);
         self.apply(outcome, body_ref)
     }
 
