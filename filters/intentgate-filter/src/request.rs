@@ -476,6 +476,14 @@ impl Stream {
                     gate.waiting.borrow_mut().push(self.context_id);
                     return Action::Pause;
                 }
+                // no lease: the refresh may have finished between our two looks; take its result
+                gate.store.sync(&gate.policy, &mut gate.state.borrow_mut(), now);
+                outcome = evaluate(
+                    &gate.policy,
+                    &facts(&self.headers, kept(&body), self.peer.as_ref()),
+                    self.started.as_secs() as i64,
+                    &mut gate.state.borrow_mut(),
+                );
             }
         }
         let body_ref = kept(&body);
